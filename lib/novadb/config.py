@@ -1,0 +1,128 @@
+"""Read nova.conf the way nova-manage does, for the options novadb needs.
+
+Only the database URLs and a handful of ``[DEFAULT]``/``[placement]`` values
+matter here, so a plain ConfigParser stands in for oslo.config: files are read
+in order (``--config-file`` repeated, then ``--config-dir``'s ``*.conf`` sorted),
+and a later file wins, as with oslo.config.
+"""
+
+from __future__ import annotations
+
+import configparser
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from novadb.errors import ConfigError
+
+DEFAULT_SQLITE = {
+    "main": "sqlite:///nova.sqlite",
+    "api": "sqlite:///nova_api.sqlite",
+    "placement": "sqlite:///placement.sqlite",
+}
+
+_SECTION = {"main": "database", "api": "api_database", "placement": "placement_database"}
+_FLAG = {"main": "--database", "api": "--api-database", "placement": "--placement-database"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where each database lives, and the few other options operations read.
+
+    A URL is ``None`` when config files were given but do not set it; asking
+    for it then fails with a message naming the option to set.
+    ``placement_is_api`` is true when Placement's URL came from the
+    ``[api_database]`` fallback rather than being set on its own.
+    """
+
+    main: str | None
+    api: str | None
+    placement: str | None
+    placement_is_api: bool = False
+    sources: tuple[str, ...] = ()
+    options: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def url(self, database: str) -> str:
+        """URL of ``main``, ``api`` or ``placement``; ConfigError if unset."""
+        value = {"main": self.main, "api": self.api, "placement": self.placement}[database]
+        if value is None:
+            raise ConfigError(
+                f"[{_SECTION[database]}]/connection is not set in "
+                f"{', '.join(self.sources)}; set it or pass {_FLAG[database]} URL"
+            )
+        return value
+
+    def option(self, section: str, name: str, default: str | None = None) -> str | None:
+        """A raw option value from the config files, or ``default``."""
+        return self.options.get((section.lower(), name), default)
+
+
+def _read_files(config_files: list[str], config_dir: str | None) -> list[Path]:
+    paths = [Path(p) for p in config_files]
+    if config_dir is not None:
+        directory = Path(config_dir)
+        if not directory.is_dir():
+            raise ConfigError(f"--config-dir {config_dir}: not a directory")
+        paths += sorted(directory.glob("*.conf"))
+    for path in paths:
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found; check --config-file")
+    return paths
+
+
+def load_settings(
+    config_files: list[str] | None = None,
+    config_dir: str | None = None,
+    *,
+    database: str | None = None,
+    api_database: str | None = None,
+    placement_database: str | None = None,
+) -> Settings:
+    """Resolve the three database URLs.
+
+    Order of precedence for each: the CLI override, then the config files, then
+    (placement only) the API database, and, only when no config file was given
+    at all, a SQLite file in the current directory.
+    """
+    paths = _read_files(config_files or [], config_dir)
+    options: dict[tuple[str, str], str] = {}
+    for path in paths:
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        try:
+            parser.read(path, encoding="utf-8")
+        except configparser.Error as exc:
+            first = str(exc).splitlines()[0]
+            raise ConfigError(f"config file {path} cannot be parsed: {first}") from exc
+        for name, value in parser.defaults().items():
+            options[("default", name)] = value
+        for section in parser.sections():
+            for name, value in parser.items(section, raw=True):
+                if name in parser.defaults() and parser.defaults()[name] == value:
+                    continue
+                options[(section.lower(), name)] = value
+
+    def from_files(db: str) -> str | None:
+        value = options.get((_SECTION[db], "connection"))
+        return value.strip() or None if value is not None else None
+
+    def resolve(db: str, override: str | None) -> str | None:
+        return override or from_files(db)
+
+
+    main = resolve("main", database)
+    api = resolve("api", api_database)
+    placement = resolve("placement", placement_database)
+    placement_is_api = False
+    if placement is None and api is not None:
+        placement, placement_is_api = api, True
+    if not paths:
+        main = main or DEFAULT_SQLITE["main"]
+        api = api or DEFAULT_SQLITE["api"]
+        placement = placement or DEFAULT_SQLITE["placement"]
+    return Settings(
+        main=main,
+        api=api,
+        placement=placement,
+        placement_is_api=placement_is_api,
+        sources=tuple(str(p) for p in paths),
+        options=options,
+    )

@@ -1,0 +1,151 @@
+"""Engines for Nova's databases, opened with safe settings and masked in output.
+
+Every URL shown to a person goes through :func:`mask`.  MySQL sessions run with
+``sql_mode=TRADITIONAL`` (Nova's default, so bad data fails instead of being
+truncated) and a utf8mb4 client charset; pool pre-ping drops dead connections,
+and a connection refused at start-up is retried a few times, because a MySQL
+router or a Galera node restarting is routine in the clouds we serve.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+from novadb.errors import ConfigError, DatabaseUnreachable
+
+# Client errors that mean "the server is not there (yet)": retried at connect.
+_TRANSIENT_CONNECT = {2002, 2003, 2006, 2013}
+_ACCESS_DENIED = {1044, 1045, 1698}
+_UNKNOWN_DATABASE = 1049
+
+
+def parse_url(url: str | URL) -> URL:
+    """Parse a database URL, or fail with a ConfigError that shows it masked."""
+    if isinstance(url, URL):
+        return url
+    try:
+        return make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"not a database URL: {mask(url)}") from exc
+
+
+def mask(url: str | URL) -> str:
+    """Render a URL with its password replaced by ``***``."""
+    if isinstance(url, str):
+        try:
+            url = make_url(url)
+        except ArgumentError:
+            # Not parseable: hide anything between "://user:" and "@".
+            head, sep, tail = url.partition("://")
+            if sep and "@" in tail:
+                creds, _, rest = tail.rpartition("@")
+                user = creds.split(":", 1)[0]
+                return f"{head}://{user}:***@{rest}"
+            return url
+    return url.render_as_string(hide_password=True)
+
+
+def is_sqlite(url: URL) -> bool:
+    """True for SQLite URLs (the embedded default)."""
+    return url.get_backend_name() == "sqlite"
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The file behind a SQLite URL, or None for an in-memory database."""
+    if not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database)
+
+
+def _mysql_errno(exc: BaseException) -> int | None:
+    orig = getattr(exc, "orig", None)
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0]
+    return None
+
+
+def _on_mysql_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SET SESSION sql_mode = 'TRADITIONAL'")
+    finally:
+        cursor.close()
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Wait for a concurrent writer instead of failing at once with "locked".
+    dbapi_connection.execute("PRAGMA busy_timeout = 30000")
+
+
+def create_engine(url: str | URL, *, create: bool = False) -> Engine:
+    """Open an engine for ``url`` and check that it answers.
+
+    ``create`` allows a missing SQLite file to be created (``sync``); every
+    other operation refuses a missing file rather than silently working on a
+    new, empty database.
+    """
+    parsed = parse_url(url)
+    if is_sqlite(parsed):
+        path = sqlite_path(parsed)
+        if path is not None and not create and not path.exists():
+            raise DatabaseUnreachable(
+                f"SQLite database {path} does not exist; run `novadb sync` first "
+                "or check the URL",
+                exit_code=3,
+            )
+        if path is not None and create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed)
+        sa.event.listen(engine, "connect", _on_sqlite_connect)
+    else:
+        if parsed.get_backend_name() == "mysql" and "charset" not in parsed.query:
+            parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+        try:
+            engine = sa.create_engine(parsed, pool_pre_ping=True, pool_recycle=3600)
+        except (NoSuchModuleError, ImportError) as exc:
+            raise ConfigError(f"unsupported database URL {mask(parsed)}: {exc}") from exc
+        if engine.dialect.name == "mysql":
+            sa.event.listen(engine, "connect", _on_mysql_connect)
+    _check_connect(engine)
+    return engine
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and _mysql_errno(exc) in _TRANSIENT_CONNECT
+
+
+@retry(
+    retry=retry_if_exception(_is_transient),
+    stop=stop_after_attempt(3),
+    wait=wait_exponential(multiplier=0.5, max=4),
+    reraise=True,
+)
+def _connect_once(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+
+
+def _check_connect(engine: Engine) -> None:
+    where = mask(engine.url)
+    try:
+        _connect_once(engine)
+    except DBAPIError as exc:
+        engine.dispose()
+        errno = _mysql_errno(exc)
+        if errno in _ACCESS_DENIED:
+            hint = "check the user and password in the connection URL"
+        elif errno == _UNKNOWN_DATABASE:
+            hint = "the database does not exist; create it first"
+        elif errno in _TRANSIENT_CONNECT:
+            hint = "is the server running and reachable?"
+        else:
+            hint = "check the connection URL"
+        detail = str(getattr(exc, "orig", exc)).splitlines()[0]
+        raise DatabaseUnreachable(f"cannot connect to {where}: {detail}; {hint}", exit_code=3) from exc

@@ -1,0 +1,25 @@
+"""Drop legacy migrate_version table
+
+Revision ID: cdeec0c85668
+Revises: b30f573d3377
+Create Date: 2023-02-01
+"""
+
+from alembic import op
+import sqlalchemy as sa
+
+from novadb.revision_helpers import is_offline
+
+revision = 'cdeec0c85668'
+down_revision = 'b30f573d3377'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    """Drop sqlalchemy-migrate's bookkeeping table, if a legacy database has it."""
+    if is_offline():
+        op.execute("DROP TABLE IF EXISTS migrate_version")
+        return
+    if sa.inspect(op.get_bind()).has_table("migrate_version"):
+        op.drop_table("migrate_version")
