@@ -200,9 +200,7 @@ def _type(mtype: str, stype: str) -> str:
         values = re.findall(r"'([^']*)'", enum.group(1))
         assert stype == f"VARCHAR({max(map(len, values))})", (mtype, stype)
         return "sa.Enum(" + ", ".join(repr(v) for v in values) + ")"
-    varchar = re.fullmatch(
-        r"VARCHAR\((\d+)\)(?: CHARACTER SET (\w+) COLLATE (\w+))?", mtype
-    )
+    varchar = re.fullmatch(r"VARCHAR\((\d+)\)(?: CHARACTER SET (\w+) COLLATE (\w+))?", mtype)
     if varchar:
         n, charset, collation = varchar.groups()
         assert stype == f"VARCHAR({n})", (mtype, stype)
@@ -246,7 +244,7 @@ def _fk_auto_index(fk_name: str | None, cols: list[str]) -> str:
 
 def render_table(name: str, m: Spec, s: Spec) -> tuple[str, list[str]]:
     """Return the op.create_table call and any MySQL-only statements after it."""
-    lines = [f"    op.create_table(", f"        {name!r},"]
+    lines = ["    op.create_table(", f"        {name!r},"]
     pk = s["pk"]
     assert pk == m["pk"], name
     mcols = {c[0]: c for c in m["columns"]}
@@ -281,7 +279,9 @@ def render_table(name: str, m: Spec, s: Spec) -> tuple[str, list[str]]:
         auto_indexes.add(_fk_auto_index(fk_name if named else None, cols))
 
     for uname, ucols in sorted(s["uniques"].items()):
-        lines.append(f"        sa.UniqueConstraint({', '.join(map(repr, ucols))}, name={uname!r}),")
+        lines.append(
+            f"        sa.UniqueConstraint({', '.join(map(repr, ucols))}, name={uname!r}),"
+        )
     for iname, idx in sorted(s["indexes"].items()):
         unique = ", unique=True" if idx["unique"] else ""
         lengths = PREFIX_LENGTHS.get((name, iname))
@@ -309,9 +309,7 @@ def render_table(name: str, m: Spec, s: Spec) -> tuple[str, list[str]]:
             continue
         if iname in m["uniques"]:
             raise ValueError(f"{name}.{iname}: unique only on MySQL")
-        mysql_only.append(
-            f"        op.create_index({iname!r}, {name!r}, {idx['columns']!r})"
-        )
+        mysql_only.append(f"        op.create_index({iname!r}, {name!r}, {idx['columns']!r})")
     return "\n".join(lines), mysql_only
 
 
@@ -351,7 +349,7 @@ def generate(db: str) -> str:
     out = [HEADER.format(title=title, rev=rev, date=date)]
 
     def emit(names: list[str], func: str, doc: str) -> None:
-        out.append(f"\ndef {func}() -> None:\n    \"\"\"{doc}\"\"\"")
+        out.append(f'\ndef {func}() -> None:\n    """{doc}"""')
         mysql_lines: list[str] = []
         for t in names:
             code, extra = render_table(t, m["tables"][t], s["tables"][t])

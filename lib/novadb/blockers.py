@@ -33,6 +33,7 @@ class Finding:
     fix: str
 
     def describe(self, where: str) -> str:
+        """One sentence: where, what, which ids, and the command that fixes it."""
         ids = ", ".join(map(str, self.first_ids))
         return (
             f"{where}: {self.count} {self.table} row(s) {self.problem} "
@@ -50,7 +51,13 @@ def _sample(
     count = conn.execute(sa.select(sa.func.count()).select_from(frm).where(where)).scalar_one()
     if not count:
         return 0, ()
-    ids = conn.execute(sa.select(id_col).select_from(frm).where(where).order_by(id_col).limit(SHOWN_IDS)).scalars().all()
+    ids = (
+        conn.execute(
+            sa.select(id_col).select_from(frm).where(where).order_by(id_col).limit(SHOWN_IDS)
+        )
+        .scalars()
+        .all()
+    )
     return int(count), tuple(ids)
 
 
@@ -68,7 +75,11 @@ def _null_root_provider(conn: Connection) -> Finding | None:
     if not count:
         return None
     return Finding(
-        "611cd6dffd7b", "resource_providers", "have root_provider_id NULL", count, ids,
+        "611cd6dffd7b",
+        "resource_providers",
+        "have root_provider_id NULL",
+        count,
+        ids,
         "novadb online-migrate --database placement",
     )
 
@@ -83,7 +94,11 @@ def _allocation_without_consumer(conn: Connection) -> Finding | None:
     if not count:
         return None
     return Finding(
-        "b5c396305c25", "allocations", "have no consumers record", count, ids,
+        "b5c396305c25",
+        "allocations",
+        "have no consumers record",
+        count,
+        ids,
         "novadb online-migrate --database placement",
     )
 
@@ -96,7 +111,11 @@ def _null_instance_uuid(conn: Connection) -> Finding | None:
     if not count:
         return None
     return Finding(
-        "legacy", "instances", "have uuid NULL", count, ids,
+        "legacy",
+        "instances",
+        "have uuid NULL",
+        count,
+        ids,
         "novadb null-instance-uuid-scan --delete",
     )
 

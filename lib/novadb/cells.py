@@ -41,7 +41,12 @@ class Cell:
 
 def _split_netloc(netloc: str) -> dict[str, str | None]:
     user_pass, _, host_port = netloc.rpartition("@")
-    out: dict[str, str | None] = {"username": None, "password": None, "hostname": None, "port": None}
+    out: dict[str, str | None] = {
+        "username": None,
+        "password": None,
+        "hostname": None,
+        "port": None,
+    }
     if host_port.startswith("["):
         end = host_port.find("]")
         if end < 0:
@@ -105,5 +110,7 @@ def list_cells(api_engine: Engine, default_main: str | None) -> list[Cell]:
         label = name or uuid
         if not connection:
             raise ConfigError(f"cell {label} has no database_connection in cell_mappings")
-        cells.append(Cell(uuid=uuid, name=name, url=format_cell_url(connection, default_main, label)))
+        cells.append(
+            Cell(uuid=uuid, name=name, url=format_cell_url(connection, default_main, label))
+        )
     return cells

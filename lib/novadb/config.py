@@ -107,7 +107,6 @@ def load_settings(
     def resolve(db: str, override: str | None) -> str | None:
         return override or from_files(db)
 
-
     main = resolve("main", database)
     api = resolve("api", api_database)
     placement = resolve("placement", placement_database)

@@ -96,8 +96,7 @@ def create_engine(url: str | URL, *, create: bool = False) -> Engine:
         path = sqlite_path(parsed)
         if path is not None and not create and not path.exists():
             raise DatabaseUnreachable(
-                f"SQLite database {path} does not exist; run `novadb sync` first "
-                "or check the URL",
+                f"SQLite database {path} does not exist; run `novadb sync` first or check the URL",
                 exit_code=3,
             )
         if path is not None and create:
@@ -113,7 +112,7 @@ def create_engine(url: str | URL, *, create: bool = False) -> Engine:
             raise ConfigError(f"unsupported database URL {mask(parsed)}: {exc}") from exc
         if engine.dialect.name == "mysql":
             sa.event.listen(engine, "connect", _on_mysql_connect)
-    _check_connect(engine)
+    _check_connect(engine, mask(url))
     return engine
 
 
@@ -132,8 +131,7 @@ def _connect_once(engine: Engine) -> None:
         conn.execute(sa.text("SELECT 1"))
 
 
-def _check_connect(engine: Engine) -> None:
-    where = mask(engine.url)
+def _check_connect(engine: Engine, where: str) -> None:
     try:
         _connect_once(engine)
     except DBAPIError as exc:
@@ -148,4 +146,6 @@ def _check_connect(engine: Engine) -> None:
         else:
             hint = "check the connection URL"
         detail = str(getattr(exc, "orig", exc)).splitlines()[0]
-        raise DatabaseUnreachable(f"cannot connect to {where}: {detail}; {hint}", exit_code=3) from exc
+        raise DatabaseUnreachable(
+            f"cannot connect to {where}: {detail}; {hint}", exit_code=3
+        ) from exc

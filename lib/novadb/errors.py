@@ -25,6 +25,8 @@ class ConfigError(NovaDbError):
 class BadInput(NovaDbError):
     """An option value is invalid (a date, a count, a revision, a release)."""
 
+    exit_code = 2
+
 
 class DatabaseUnreachable(NovaDbError):
     """A database cannot be reached or refuses our credentials."""

@@ -73,7 +73,5 @@ def release_label(index: int) -> str:
 def revisions_in(database: str, index: int) -> set[str]:
     """Revisions of ``database`` that a release (by index) contains."""
     return {
-        rev
-        for rev, series in FIRST_RELEASE[database].items()
-        if release_index(series) <= index
+        rev for rev, series in FIRST_RELEASE[database].items() if release_index(series) <= index
     }

@@ -130,10 +130,10 @@ def _goal(environment: str, revision: str | None, release: str | None) -> str:
             return revisions.head(environment)
         matches = [r for r in revisions.chain(environment) if r.startswith(revision)]
         if len(matches) != 1:
+            first, last = revisions.chain(environment)[0], revisions.head(environment)
             raise BadInput(
-                f"unknown {environment} revision {revision!r}; see `novadb version` "
-                f"for the chain ({revisions.chain(environment)[0]} ... {revisions.head(environment)})",
-                exit_code=2,
+                f"unknown {environment} revision {revision!r}; the {environment} chain runs "
+                f"from {first} to {last}; nothing was changed",
             )
         return matches[0]
     if release is not None:
@@ -203,7 +203,9 @@ def sync(
     started = time.monotonic()
     if sql:
         return _sync_offline(settings, database, revision, release, local_cell, started)
-    plans = _plan_all(settings, database, revision=revision, release=release, local_cell=local_cell, create=True)
+    plans = _plan_all(
+        settings, database, revision=revision, release=release, local_cell=local_cell, create=True
+    )
     try:
         blockers: list[str] = []
         for p in plans:
@@ -218,7 +220,9 @@ def sync(
                 found: list[Finding] = find_blockers(conn, p.target.environment, checks)
             blockers += [f.describe(f"{p.target.name} ({mask(p.target.url)})") for f in found]
         if blockers:
-            raise BlockerFound("sync blocked, nothing was migrated: " + "; ".join(blockers), exit_code=1)
+            raise BlockerFound(
+                "sync blocked, nothing was migrated: " + "; ".join(blockers), exit_code=1
+            )
         results = [_run(p, progress) for p in plans]
     finally:
         _dispose(plans)
@@ -240,14 +244,26 @@ def _run(p: _Plan, progress: Progress) -> DatabaseSync:
         return DatabaseSync(target.name, target.environment, url, None, None, skipped=p.skipped)
     env = target.environment
     applied: list[str] = []
-    progress(Event("sync", "database", f"{target.name} ({url}): {p.before or 'empty'} -> {p.goal}",
-                   {"database": target.name, "pending": len(p.todo)}))
+    progress(
+        Event(
+            "sync",
+            "database",
+            f"{target.name} ({url}): {p.before or 'empty'} -> {p.goal}",
+            {"database": target.name, "pending": len(p.todo)},
+        )
+    )
 
     def on_apply(*, step: Any, **_kw: Any) -> None:
         rev = step.up_revision_id
         applied.append(rev)
-        progress(Event("sync", "revision", f"{target.name}: applied {rev} {revisions.describe(env, rev)}",
-                       {"database": target.name, "revision": rev}))
+        progress(
+            Event(
+                "sync",
+                "revision",
+                f"{target.name}: applied {rev} {revisions.describe(env, rev)}",
+                {"database": target.name, "revision": rev},
+            )
+        )
 
     with database_lock(p.engine, "schema"), p.engine.connect() as conn:
         config = revisions.alembic_config(env)
@@ -256,8 +272,15 @@ def _run(p: _Plan, progress: Progress) -> DatabaseSync:
         )
         if p.legacy is not None:
             first = revisions.chain(env)[0]
-            progress(Event("sync", "revision", f"{target.name}: legacy sqlalchemy-migrate version "
-                           f"{p.legacy}, stamped {first}", {"database": target.name, "revision": first}))
+            progress(
+                Event(
+                    "sync",
+                    "revision",
+                    f"{target.name}: legacy sqlalchemy-migrate version "
+                    f"{p.legacy}, stamped {first}",
+                    {"database": target.name, "revision": first},
+                )
+            )
             command.stamp(config, first)
             conn.commit()
             applied.append(first)
@@ -269,8 +292,12 @@ def _run(p: _Plan, progress: Progress) -> DatabaseSync:
 
 
 def _sync_offline(
-    settings: Settings, database: str, revision: str | None, release: str | None,
-    local_cell: bool, started: float,
+    settings: Settings,
+    database: str,
+    revision: str | None,
+    release: str | None,
+    local_cell: bool,
+    started: float,
 ) -> SyncResult:
     """Render the DDL sync would run, without changing anything."""
     if revision is not None and database == "all":
@@ -291,8 +318,10 @@ def _sync_offline(
         except DatabaseUnreachable:
             current = None
         todo = _todo(env, current, goal)
-        out.write(f"-- novadb sync --sql: {target.name} ({mask(target.url)}) "
-                  f"{current or 'empty'} -> {goal}\n")
+        out.write(
+            f"-- novadb sync --sql: {target.name} ({mask(target.url)}) "
+            f"{current or 'empty'} -> {goal}\n"
+        )
         if todo:
             config = revisions.alembic_config(env)
             config.output_buffer = out
@@ -307,7 +336,9 @@ def _sync_offline(
                     f"{str(exc).splitlines()[0]}); run sync without --sql",
                     exit_code=2,
                 ) from exc
-        results.append(DatabaseSync(target.name, env, mask(target.url), current, current, tuple(todo)))
+        results.append(
+            DatabaseSync(target.name, env, mask(target.url), current, current, tuple(todo))
+        )
     return SyncResult(tuple(results), time.monotonic() - started, sql=out.getvalue())
 
 
@@ -320,7 +351,9 @@ def _release_of(environment: str, current: str | None) -> str | None:
     return release_label(satisfied[-1]) if satisfied else None
 
 
-def version(settings: Settings, database: str = "all", *, local_cell: bool = False) -> VersionResult:
+def version(
+    settings: Settings, database: str = "all", *, local_cell: bool = False
+) -> VersionResult:
     """Each database's current revision, head, pending count and release."""
     out = []
     for target in plan(settings, database, local_cell=local_cell):
@@ -337,6 +370,15 @@ def version(settings: Settings, database: str = "all", *, local_cell: bool = Fal
         pending = len(_todo(env, current, head))
         if legacy is not None:  # stamped at the initial revision, then the rest
             pending = len(revisions.chain(env)) - 1
-        out.append(DatabaseVersion(target.name, env, mask(target.url), current, head, pending,
-                                   _release_of(env, current)))
+        out.append(
+            DatabaseVersion(
+                target.name,
+                env,
+                mask(target.url),
+                current,
+                head,
+                pending,
+                _release_of(env, current),
+            )
+        )
     return VersionResult(tuple(out))

@@ -44,7 +44,9 @@ def api_exists(settings: Settings) -> bool:
     return path is None or path.exists()
 
 
-def main_targets(settings: Settings, api_engine: Engine | None, *, local_cell: bool) -> list[Target]:
+def main_targets(
+    settings: Settings, api_engine: Engine | None, *, local_cell: bool
+) -> list[Target]:
     """cell0 and every mapped cell (or just ``[database]`` with ``local_cell``)."""
     local = settings.main
     if local_cell:
@@ -58,10 +60,14 @@ def main_targets(settings: Settings, api_engine: Engine | None, *, local_cell: b
     return targets
 
 
-def plan(settings: Settings, database: str, *, local_cell: bool = False, create: bool = False) -> list[Target]:
+def plan(
+    settings: Settings, database: str, *, local_cell: bool = False, create: bool = False
+) -> list[Target]:
     """Targets in Nova's order: api, cell0, cells (or local), placement."""
     if database not in CHOICES:
-        raise BadInput(f"unknown database {database!r}; choose one of {', '.join(CHOICES)}", exit_code=2)
+        raise BadInput(
+            f"unknown database {database!r}; choose one of {', '.join(CHOICES)}", exit_code=2
+        )
     targets: list[Target] = []
     if database in ("all", "api"):
         targets.append(Target("api", "api", settings.url("api")))

@@ -5,13 +5,12 @@ Revises: b30f573d3377
 Create Date: 2023-02-01
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 from novadb.revision_helpers import is_offline
 
-revision = 'cdeec0c85668'
-down_revision = 'b30f573d3377'
+revision = "cdeec0c85668"
+down_revision = "b30f573d3377"
 branch_labels = None
 depends_on = None
 

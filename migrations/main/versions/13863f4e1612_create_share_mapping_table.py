@@ -5,13 +5,12 @@ Revises: 1acf2c98e646
 Create Date: 2023-06-26
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 from novadb.schema_types import BigIntegerPK
 
-revision = '13863f4e1612'
-down_revision = '1acf2c98e646'
+revision = "13863f4e1612"
+down_revision = "1acf2c98e646"
 branch_labels = None
 depends_on = None
 

@@ -5,13 +5,12 @@ Revises: 8f2f1571d55b
 Create Date: 2021-08-20
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 from novadb.revision_helpers import dialect_name
 
-revision = '16f1fbcab42b'
-down_revision = '8f2f1571d55b'
+revision = "16f1fbcab42b"
+down_revision = "8f2f1571d55b"
 branch_labels = None
 depends_on = None
 

@@ -5,11 +5,11 @@ Revises: 1b91788ec3a6
 Create Date: 2023-02-09
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-revision = '1acf2c98e646'
-down_revision = '1b91788ec3a6'
+revision = "1acf2c98e646"
+down_revision = "1b91788ec3a6"
 branch_labels = None
 depends_on = None
 
@@ -17,7 +17,9 @@ depends_on = None
 def upgrade() -> None:
     """Link instances and migrations to compute nodes by id (compute-object-ids)."""
     for prefix in ("", "shadow_"):
-        op.add_column(prefix + "instances", sa.Column("compute_id", sa.BigInteger(), nullable=True))
+        op.add_column(
+            prefix + "instances", sa.Column("compute_id", sa.BigInteger(), nullable=True)
+        )
     op.create_index("instances_compute_id_deleted_idx", "instances", ["compute_id", "deleted"])
     for prefix in ("", "shadow_"):
         op.add_column(

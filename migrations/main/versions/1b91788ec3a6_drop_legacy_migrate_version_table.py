@@ -5,13 +5,12 @@ Revises: 960aac0e09ea
 Create Date: 2023-02-01
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 from novadb.revision_helpers import is_offline
 
-revision = '1b91788ec3a6'
-down_revision = '960aac0e09ea'
+revision = "1b91788ec3a6"
+down_revision = "960aac0e09ea"
 branch_labels = None
 depends_on = None
 

@@ -5,11 +5,11 @@ Revises: d60bddf7a903
 Create Date: 2024-07-15
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-revision = '2903cd72dc14'
-down_revision = 'd60bddf7a903'
+revision = "2903cd72dc14"
+down_revision = "d60bddf7a903"
 branch_labels = None
 depends_on = None
 

@@ -6,10 +6,9 @@ Create Date: 2022-09-15
 """
 
 from alembic import op
-import sqlalchemy as sa
 
-revision = '960aac0e09ea'
-down_revision = 'ccb0fa1a2252'
+revision = "960aac0e09ea"
+down_revision = "ccb0fa1a2252"
 branch_labels = None
 depends_on = None
 

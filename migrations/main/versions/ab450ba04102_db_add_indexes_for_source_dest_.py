@@ -6,10 +6,9 @@ Create Date: 2025-08-26
 """
 
 from alembic import op
-import sqlalchemy as sa
 
-revision = 'ab450ba04102'
-down_revision = '2903cd72dc14'
+revision = "ab450ba04102"
+down_revision = "2903cd72dc14"
 branch_labels = None
 depends_on = None
 

@@ -5,11 +5,11 @@ Revises: 16f1fbcab42b
 Create Date: 2022-01-12
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-revision = 'ccb0fa1a2252'
-down_revision = '16f1fbcab42b'
+revision = "ccb0fa1a2252"
+down_revision = "16f1fbcab42b"
 branch_labels = None
 depends_on = None
 

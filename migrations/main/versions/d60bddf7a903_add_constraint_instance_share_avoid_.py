@@ -5,13 +5,12 @@ Revises: 13863f4e1612
 Create Date: 2024-01-17
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 from novadb.schema_types import BigIntegerPK
 
-revision = 'd60bddf7a903'
-down_revision = '13863f4e1612'
+revision = "d60bddf7a903"
+down_revision = "13863f4e1612"
 branch_labels = None
 depends_on = None
 

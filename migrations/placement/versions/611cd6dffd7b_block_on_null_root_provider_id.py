@@ -5,13 +5,10 @@ Revises: b4ed3a175331
 Create Date: 2019-05-09
 """
 
-from alembic import op
-import sqlalchemy as sa
-
 from novadb.blockers import check_blocker
 
-revision = '611cd6dffd7b'
-down_revision = 'b4ed3a175331'
+revision = "611cd6dffd7b"
+down_revision = "b4ed3a175331"
 branch_labels = None
 depends_on = None
 

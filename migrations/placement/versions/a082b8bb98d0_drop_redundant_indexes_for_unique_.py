@@ -6,10 +6,9 @@ Create Date: 2022-09-09
 """
 
 from alembic import op
-import sqlalchemy as sa
 
-revision = 'a082b8bb98d0'
-down_revision = '422ece571366'
+revision = "a082b8bb98d0"
+down_revision = "422ece571366"
 branch_labels = None
 depends_on = None
 

@@ -5,13 +5,10 @@ Revises: 611cd6dffd7b
 Create Date: 2019-05-09
 """
 
-from alembic import op
-import sqlalchemy as sa
-
 from novadb.blockers import check_blocker
 
-revision = 'b5c396305c25'
-down_revision = '611cd6dffd7b'
+revision = "b5c396305c25"
+down_revision = "611cd6dffd7b"
 branch_labels = None
 depends_on = None
 

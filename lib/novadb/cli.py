@@ -1,0 +1,292 @@
+"""The ``novadb`` command: the same operations the charm exposes as actions.
+
+Global options come before the operation::
+
+    novadb [--config-file F]... [--config-dir D] [--database URL]
+           [--api-database URL] [--placement-database URL] [--json] OPERATION ...
+
+Errors are one line on stderr and a documented exit code (see README).  With
+``--json`` stdout carries only the result object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.console import Console
+
+from novadb import render
+from novadb.config import Settings, load_settings
+from novadb.demo import run_demo
+from novadb.errors import NovaDbError
+from novadb.null_uuid import null_instance_uuid_scan
+from novadb.progress import Event
+from novadb.sync import sync, version
+from novadb.targets import CHOICES
+
+EXIT_UNEXPECTED = 255
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2 like nova-manage."""
+
+    def error(self, message: str) -> Any:  # noqa: D102
+        sys.stderr.write(f"novadb: error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(2)
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: global options, then one subcommand per operation."""
+    parser = _Parser(
+        prog="novadb",
+        description="Database operations for OpenStack Nova and Placement.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_examples(
+            "novadb demo",
+            "novadb --config-file /etc/nova/nova.conf version",
+            "novadb --database mysql+pymysql://nova:PASS@db/nova --json sync",
+        ),
+    )
+    parser.add_argument(
+        "--config-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="nova.conf to read (repeatable; later files win)",
+    )
+    parser.add_argument(
+        "--config-dir", metavar="DIR", help="read every *.conf in DIR after the files"
+    )
+    parser.add_argument(
+        "--database", metavar="URL", help="the local cell database ([database]/connection)"
+    )
+    parser.add_argument(
+        "--api-database", metavar="URL", help="the API database ([api_database]/connection)"
+    )
+    parser.add_argument(
+        "--placement-database",
+        metavar="URL",
+        help="the Placement database (default: [placement_database]/connection, "
+        "else the API database)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    parser.add_argument(
+        "--debug", action="store_true", help="print a traceback on unexpected errors"
+    )
+    sub = parser.add_subparsers(
+        dest="operation", metavar="OPERATION", required=True, parser_class=_Parser
+    )
+
+    def add(name: str, help_text: str, *examples: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=_examples(*examples),
+        )
+
+    p = add(
+        "sync",
+        "Apply Nova's and Placement's schema migrations.",
+        "novadb sync",
+        "novadb sync --release 2024.1",
+        "novadb sync --database main --revision 1acf2c98e646",
+        "novadb sync --sql > upgrade.sql",
+    )
+    p.add_argument(
+        "--database",
+        dest="target",
+        choices=CHOICES,
+        default="all",
+        help="which databases (default: all, in the order api, cell0, cells, placement)",
+    )
+    p.add_argument("--revision", metavar="REV", help="stop at this revision (needs --database)")
+    p.add_argument(
+        "--release",
+        metavar="NAME",
+        help="stop at this OpenStack release's heads (codename or YYYY.N)",
+    )
+    p.add_argument(
+        "--local-cell", action="store_true", help="only [database], not cell0 and the mapped cells"
+    )
+    p.add_argument("--sql", action="store_true", help="print the DDL instead of running it")
+
+    p = add(
+        "version",
+        "Show each database's schema revision.",
+        "novadb version",
+        "novadb --json version",
+    )
+    p.add_argument(
+        "--database", dest="target", choices=CHOICES, default="all", help="which databases"
+    )
+    p.add_argument(
+        "--local-cell", action="store_true", help="only [database], not the mapped cells"
+    )
+
+    p = add(
+        "null-instance-uuid-scan",
+        "Find (and delete) rows whose instance uuid is NULL.",
+        "novadb null-instance-uuid-scan",
+        "novadb null-instance-uuid-scan --delete --yes",
+    )
+    p.add_argument("--delete", action="store_true", help="delete the rows found (asks first)")
+    p.add_argument("--yes", action="store_true", help="do not ask before deleting")
+
+    p = add(
+        "demo",
+        "Build a sample cloud on SQLite and run novadb on it.",
+        "novadb demo",
+        "novadb demo --dir ./cloud",
+    )
+    p.add_argument(
+        "--dir", metavar="DIR", help="where to build it (default: a new temporary directory)"
+    )
+    return parser
+
+
+class _Output:
+    """Where results and progress go: tables or JSON on stdout, progress on stderr."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        no_color = bool(os.environ.get("NO_COLOR"))
+        self.out = Console(
+            no_color=no_color, highlight=False, width=None if sys.stdout.isatty() else 200
+        )
+        self.err = Console(stderr=True, no_color=no_color, highlight=False)
+        self.live = sys.stdout.isatty() and not as_json
+
+    def progress(self, event: Event) -> None:
+        if self.live or event.kind == "warning":
+            self.err.print(
+                f"[dim]{event.message}[/dim]"
+                if event.kind != "warning"
+                else f"warning: {event.message}"
+            )
+
+    def result(self, result: Any, table: Callable[[Any], Any]) -> None:
+        if self.as_json:
+            sys.stdout.write(render.to_json(result) + "\n")
+        else:
+            self.out.print(table(result))
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        args.config_file,
+        args.config_dir,
+        database=args.database,
+        api_database=args.api_database,
+        placement_database=args.placement_database,
+    )
+
+
+def _cmd_sync(args: argparse.Namespace, out: _Output) -> int:
+    result = sync(
+        _settings(args),
+        args.target,
+        revision=args.revision,
+        release=args.release,
+        local_cell=args.local_cell,
+        sql=args.sql,
+        progress=out.progress,
+    )
+    if args.sql and not out.as_json:
+        sys.stdout.write(result.sql or "")
+        return 0
+    out.result(result, render.sync_table)
+    return 0
+
+
+def _cmd_version(args: argparse.Namespace, out: _Output) -> int:
+    out.result(
+        version(_settings(args), args.target, local_cell=args.local_cell), render.version_table
+    )
+    return 0
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    answer = input(f"{question} [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _cmd_null_uuid(args: argparse.Namespace, out: _Output) -> int:
+    settings = _settings(args)
+    found = null_instance_uuid_scan(settings, progress=out.progress)
+    if not args.delete or not found.total:
+        out.result(found, render.null_uuid_table)
+        return 1 if found.total else 0
+    if not args.yes and not _confirm(f"Delete {found.total} row(s) with a NULL instance uuid?"):
+        raise NovaDbError(
+            "not confirmed; nothing was deleted (pass --yes to skip the question)", exit_code=1
+        )
+    out.result(
+        null_instance_uuid_scan(settings, delete=True, progress=out.progress),
+        render.null_uuid_table,
+    )
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
+    result = run_demo(args.dir, progress=out.progress)
+    if out.as_json:
+        out.result(result, render.version_table)
+        return 0
+    out.out.print(render.sync_table(result.sync))
+    out.out.print(render.version_table(result.version))
+    out.out.print(
+        f"The sample cloud is in {result.directory}; explore it with:\n"
+        f"  novadb --api-database sqlite:///{result.directory}/nova_api.sqlite "
+        f"--database sqlite:///{result.directory}/cell1.sqlite "
+        f"--placement-database sqlite:///{result.directory}/placement.sqlite version"
+    )
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, _Output], int]] = {
+    "sync": _cmd_sync,
+    "version": _cmd_version,
+    "null-instance-uuid-scan": _cmd_null_uuid,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``novadb`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    out = _Output(args.json)
+    try:
+        return COMMANDS[args.operation](args, out)
+    except NovaDbError as exc:
+        sys.stderr.write(f"novadb: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("novadb: interrupted\n")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if args.debug:
+            traceback.print_exc()
+        first = (str(exc).splitlines() or [""])[0]
+        sys.stderr.write(
+            f"novadb: unexpected error: {type(exc).__name__}: {first} "
+            "(rerun with --debug for the traceback)\n"
+        )
+        return EXIT_UNEXPECTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
