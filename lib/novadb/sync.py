@@ -256,14 +256,11 @@ def _run(p: _Plan, progress: Progress) -> DatabaseSync:
     def on_apply(*, step: Any, **_kw: Any) -> None:
         rev = step.up_revision_id
         applied.append(rev)
-        progress(
-            Event(
-                "sync",
-                "revision",
-                f"{target.name}: applied {rev} {revisions.describe(env, rev)}",
-                {"database": target.name, "revision": rev},
-            )
-        )
+        if step.is_stamp:  # a legacy database takes the initial revision as done
+            message = f"{target.name}: legacy sqlalchemy-migrate version {p.legacy}, stamped {rev}"
+        else:
+            message = f"{target.name}: applied {rev} {revisions.describe(env, rev)}"
+        progress(Event("sync", "revision", message, {"database": target.name, "revision": rev}))
 
     with database_lock(p.engine, "schema"), p.engine.connect() as conn:
         config = revisions.alembic_config(env)
@@ -271,19 +268,8 @@ def _run(p: _Plan, progress: Progress) -> DatabaseSync:
             connection=conn, on_version_apply=on_apply, database_name=p.engine.url.database
         )
         if p.legacy is not None:
-            first = revisions.chain(env)[0]
-            progress(
-                Event(
-                    "sync",
-                    "revision",
-                    f"{target.name}: legacy sqlalchemy-migrate version "
-                    f"{p.legacy}, stamped {first}",
-                    {"database": target.name, "revision": first},
-                )
-            )
-            command.stamp(config, first)
+            command.stamp(config, revisions.chain(env)[0])
             conn.commit()
-            applied.append(first)
         if p.todo:
             command.upgrade(config, p.goal)
         conn.commit()

@@ -1,0 +1,131 @@
+"""novadb benchmarks: ``tox -e bench`` or ``python -m tests.bench.run``.
+
+Each benchmark measures novadb and a baseline in the same run (this machine is
+shared and noisy, so only ratios within one run mean anything) and prints one
+row of the README's results table.  MariaDB comes from NOVADB_TEST_MYSQL_URL
+(default ``mysql+pymysql://root@127.0.0.1:3306/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from novadb.config import load_settings
+from novadb.sync import sync
+
+BASE = os.environ.get("NOVADB_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
+DDL = Path(__file__).resolve().parent / "ddl"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table."""
+
+    name: str
+    novadb: float
+    baseline: float
+    baseline_name: str
+    unit: str
+
+    @property
+    def ratio(self) -> float:
+        return self.novadb / self.baseline if self.baseline else float("nan")
+
+
+@contextmanager
+def databases(count: int) -> Iterator[list[str]]:
+    """Fresh utf8mb4 MariaDB databases, dropped afterwards."""
+    names = [f"novadb_bench_{uuid.uuid4().hex[:10]}" for _ in range(count)]
+    admin = sa.create_engine(BASE)
+    with admin.begin() as conn:
+        for name in names:
+            conn.execute(
+                sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
+            )
+    try:
+        yield [BASE.rstrip("/") + "/" + name for name in names]
+    finally:
+        with admin.begin() as conn:
+            for name in names:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+def _timed(func: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    func()
+    return time.perf_counter() - started
+
+
+def _load_dump(url: str, dump: Path) -> None:
+    """Execute a mysqldump-style DDL file statement by statement."""
+    statements = [s.strip() for s in dump.read_text().split(";\n") if s.strip()]
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        for statement in statements:
+            lines = [ln for ln in statement.splitlines() if not ln.startswith("--")]
+            text = "\n".join(lines).strip()
+            if text:
+                conn.exec_driver_sql(text)
+        conn.commit()
+    engine.dispose()
+
+
+def bench_sync(repeat: int) -> Row:
+    """sync of main + api + placement from empty, against loading the final DDL."""
+    ours, floor = [], []
+    for _ in range(repeat):
+        with databases(3) as (main, api, placement):
+            settings = load_settings(database=main, api_database=api, placement_database=placement)
+            ours.append(_timed(lambda settings=settings: sync(settings)))
+        with databases(3) as urls:
+            floor.append(
+                _timed(
+                    lambda urls=urls: [
+                        _load_dump(u, DDL / f"{n}.mysql.sql")
+                        for u, n in zip(urls, ("main", "api", "placement"))
+                    ]
+                )
+            )
+    return Row(
+        "sync main+api+placement from empty (MariaDB)",
+        statistics.median(ours),
+        statistics.median(floor),
+        "load final DDL dump",
+        "s",
+    )
+
+
+BENCHES: dict[str, Callable[[int], Row]] = {"sync": bench_sync}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("names", nargs="*", default=list(BENCHES), help="benchmarks to run")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    print("| Benchmark | novadb | Baseline (same run) | Ratio |")
+    print("|---|---|---|---|")
+    for name in args.names:
+        row = BENCHES[name](args.repeat)
+        print(
+            f"| {row.name} | {row.novadb:.2f} {row.unit} | {row.baseline_name}: "
+            f"{row.baseline:.2f} {row.unit} | {row.ratio:.2f}x |",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
