@@ -72,6 +72,18 @@ def format_cell_url(template: str, default: str | None, cell: str) -> str:
             f"cell {cell}: database_connection is a template but [database]/connection "
             "is not set; set it or pass --database URL"
         )
+    try:
+        subs = _template_fields(default)
+        return template.format(**subs)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            f"cell {cell}: cannot fill database_connection template {mask(template)}: "
+            f"unknown or malformed field {exc}"
+        ) from exc
+
+
+def _template_fields(default: str) -> dict[str, object]:
+    """Nova's substitutions: the parts of ``[database]/connection``."""
     parts = urlparse(default)
     subs: dict[str, object] = {
         "scheme": parts.scheme,
@@ -87,13 +99,7 @@ def format_cell_url(template: str, default: str | None, cell: str) -> str:
         for index, netloc in enumerate(parts.netloc.split(","), start=1):
             for key, value in _split_netloc(netloc).items():
                 subs[f"{key}{index}"] = value
-    try:
-        return template.format(**subs)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError(
-            f"cell {cell}: cannot fill database_connection template {mask(template)}: "
-            f"unknown or malformed field {exc}"
-        ) from exc
+    return subs
 
 
 def list_cells(api_engine: Engine, default_main: str | None) -> list[Cell]:

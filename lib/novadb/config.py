@@ -86,18 +86,18 @@ def load_settings(
     paths = _read_files(config_files or [], config_dir)
     options: dict[tuple[str, str], str] = {}
     for path in paths:
-        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        # [DEFAULT] is read as an ordinary section: oslo.config does not copy its
+        # values into other sections the way ConfigParser would.
+        parser = configparser.ConfigParser(
+            interpolation=None, strict=False, default_section="\x00no-default"
+        )
         try:
             parser.read(path, encoding="utf-8")
-        except configparser.Error as exc:
+        except (configparser.Error, UnicodeDecodeError) as exc:
             first = str(exc).splitlines()[0]
             raise ConfigError(f"config file {path} cannot be parsed: {first}") from exc
-        for name, value in parser.defaults().items():
-            options[("default", name)] = value
         for section in parser.sections():
             for name, value in parser.items(section, raw=True):
-                if name in parser.defaults() and parser.defaults()[name] == value:
-                    continue
                 options[(section.lower(), name)] = value
 
     def from_files(db: str) -> str | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
@@ -31,24 +32,27 @@ def parse_url(url: str | URL) -> URL:
         return url
     try:
         return make_url(url)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
         raise ConfigError(f"not a database URL: {mask(url)}") from exc
 
 
 def mask(url: str | URL) -> str:
-    """Render a URL with its password replaced by ``***``."""
-    if isinstance(url, str):
-        try:
-            url = make_url(url)
-        except ArgumentError:
-            # Not parseable: hide anything between "://user:" and "@".
-            head, sep, tail = url.partition("://")
-            if sep and "@" in tail:
-                creds, _, rest = tail.rpartition("@")
-                user = creds.split(":", 1)[0]
-                return f"{head}://{user}:***@{rest}"
-            return url
-    return url.render_as_string(hide_password=True)
+    """Render a URL with its password replaced by ``***``.
+
+    A string is masked as text, up to the last ``@`` of its authority, so a
+    password with an unencoded ``@`` (or a URL that does not parse) still
+    never shows.
+    """
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    head, sep, rest = url.partition("://")
+    authority = rest.split("?", 1)[0]
+    if not sep or "@" not in authority:
+        return url
+    creds, _, tail = rest[: len(authority)].rpartition("@")
+    user, colon, _password = creds.partition(":")
+    masked = f"{user}:***" if colon else user
+    return f"{head}://{masked}@{tail}{rest[len(authority) :]}"
 
 
 def is_sqlite(url: URL) -> bool:
@@ -102,7 +106,7 @@ def create_engine(url: str | URL, *, create: bool = False) -> Engine:
         if path is not None and create:
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(parsed)
-        sa.event.listen(engine, "connect", _on_sqlite_connect)
+        event.listen(engine, "connect", _on_sqlite_connect)
     else:
         if parsed.get_backend_name() == "mysql" and "charset" not in parsed.query:
             parsed = parsed.update_query_dict({"charset": "utf8mb4"})
@@ -111,8 +115,8 @@ def create_engine(url: str | URL, *, create: bool = False) -> Engine:
         except (NoSuchModuleError, ImportError) as exc:
             raise ConfigError(f"unsupported database URL {mask(parsed)}: {exc}") from exc
         if engine.dialect.name == "mysql":
-            sa.event.listen(engine, "connect", _on_mysql_connect)
-    _check_connect(engine, mask(url))
+            event.listen(engine, "connect", _on_mysql_connect)
+    _check_connect(engine, mask(url if isinstance(url, str) else parsed))
     return engine
 
 

@@ -49,7 +49,7 @@ def _mysql_lock(engine: Engine, name: str, timeout: float) -> Iterator[None]:
     # GET_LOCK names are server-wide and limited to 64 characters.
     key = f"novadb.{name}.{database}"[:64]
     with engine.connect() as conn:
-        got = conn.execute(sa.select(sa.func.get_lock(key, int(timeout)))).scalar()
+        got = conn.execute(sa.select(sa.func.get_lock(key, timeout))).scalar()
         conn.commit()
         if got != 1:
             raise _busy(engine, name, timeout)
