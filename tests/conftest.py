@@ -1,0 +1,116 @@
+"""Fixtures shared by every test: MariaDB databases and a SQLite working directory.
+
+MariaDB comes from ``NOVADB_TEST_MYSQL_URL`` (``./run-tests`` sets it, starting
+a throwaway server when none is running).  Each test gets databases of its own,
+named ``novadb_t_<xdist worker>_<random>``, dropped when it ends.  Without a
+server the MariaDB tests are skipped, except in CI (``CI=true``) where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pymysql
+import pytest
+from sqlalchemy.engine import URL, make_url
+
+DEFAULT_MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/"
+MYSQL_FIXTURES = frozenset({"mysql_url_base", "mysql_db", "mysql_dbs"})
+
+
+def _connect(url: URL) -> pymysql.connections.Connection:
+    kwargs: dict = {
+        "user": url.username or "root",
+        "password": url.password or "",
+        "connect_timeout": 5,
+        "autocommit": True,
+        "charset": "utf8mb4",
+    }
+    if "unix_socket" in url.query:
+        kwargs["unix_socket"] = url.query["unix_socket"]
+    else:
+        kwargs["host"] = url.host or "127.0.0.1"
+        kwargs["port"] = url.port or 3306
+    return pymysql.connect(**kwargs)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a MariaDB fixture ``mariadb``."""
+    for item in items:
+        if MYSQL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.mariadb)
+
+
+@pytest.fixture(scope="session")
+def mysql_url_base() -> str:
+    """The server's URL (no database in it); skip, or fail in CI, when it does not answer."""
+    raw = os.environ.get("NOVADB_TEST_MYSQL_URL") or DEFAULT_MYSQL_URL
+    url = make_url(raw)
+    if url.database:
+        pytest.fail(
+            f"NOVADB_TEST_MYSQL_URL names a database ({url.database}); "
+            f"give the server only, e.g. {DEFAULT_MYSQL_URL}",
+            pytrace=False,
+        )
+    try:
+        _connect(url).close()
+    except pymysql.MySQLError as exc:
+        error = exc
+    else:
+        return raw
+    message = (
+        f"MariaDB at {url.render_as_string(hide_password=True)} is not usable: {error}; "
+        "run the tests with ./run-tests, or set NOVADB_TEST_MYSQL_URL"
+    )
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} (MariaDB tests never skip in CI)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def mysql_dbs(mysql_url_base: str) -> Iterator[Callable[[], str]]:
+    """A function that creates an empty utf8mb4 database and returns its URL.
+
+    Every database it made is dropped when the test ends.
+    """
+    base = make_url(mysql_url_base)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    created: list[str] = []
+    conn = _connect(base)
+
+    def new_db() -> str:
+        name = f"novadb_t_{worker}_{secrets.token_hex(6)}"
+        with conn.cursor() as cur:
+            cur.execute(
+                f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci"
+            )
+        created.append(name)
+        return base.set(database=name).render_as_string(hide_password=False)
+
+    try:
+        yield new_db
+    finally:
+        try:
+            with conn.cursor() as cur:
+                # Do not hang forever behind a connection the test left open.
+                cur.execute("SET SESSION lock_wait_timeout = 60")
+                for name in created:
+                    cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def mysql_db(mysql_dbs: Callable[[], str]) -> str:
+    """The URL of an empty utf8mb4 database of this test's own."""
+    return mysql_dbs()
+
+
+@pytest.fixture
+def sqlite_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory, so the default ``sqlite:///nova.sqlite`` files land there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
