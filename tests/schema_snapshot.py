@@ -16,6 +16,7 @@ alembic_version is listed but its rows are not read.
 
 Needs only SQLAlchemy and the database driver (PyMySQL for mysql+pymysql:// URLs).
 """
+
 import argparse
 import json
 import sys
@@ -35,26 +36,58 @@ def snapshot(url):
     insp = sa.inspect(eng)
     out = {"dialect": eng.dialect.name, "tables": {}}
     for name in sorted(insp.get_table_names()):
-        cols = [[c["name"], _type(c, eng.dialect), bool(c["nullable"]),
-                 None if c.get("default") is None else str(c["default"])]
-                for c in insp.get_columns(name)]
+        cols = [
+            [
+                c["name"],
+                _type(c, eng.dialect),
+                bool(c["nullable"]),
+                None if c.get("default") is None else str(c["default"]),
+            ]
+            for c in insp.get_columns(name)
+        ]
         pk = insp.get_pk_constraint(name).get("constrained_columns") or []
-        idx = {i["name"]: {"columns": list(i["column_names"]), "unique": bool(i.get("unique"))}
-               for i in insp.get_indexes(name)}
+        idx = {
+            i["name"]: {"columns": list(i["column_names"]), "unique": bool(i.get("unique"))}
+            for i in insp.get_indexes(name)
+        }
         try:
             uq = {u["name"]: list(u["column_names"]) for u in insp.get_unique_constraints(name)}
         except NotImplementedError:
             uq = {}
-        fks = sorted(([f.get("name"), list(f["constrained_columns"]), f["referred_table"],
-                       list(f["referred_columns"])] for f in insp.get_foreign_keys(name)),
-                     key=lambda f: (str(f[0]), f[1]))
+        fks = sorted(
+            (
+                [
+                    f.get("name"),
+                    list(f["constrained_columns"]),
+                    f["referred_table"],
+                    list(f["referred_columns"]),
+                ]
+                for f in insp.get_foreign_keys(name)
+            ),
+            key=lambda f: (str(f[0]), f[1]),
+        )
         opts = {}
         if eng.dialect.name == "mysql":
             o = insp.get_table_options(name)
-            opts = {k: v for k, v in o.items() if k in ("mysql_default charset", "mysql_collate",
-                                                         "mariadb_default charset", "mariadb_collate")}
-        out["tables"][name] = {"columns": cols, "pk": pk, "indexes": idx, "uniques": uq,
-                               "fks": fks, "options": opts}
+            opts = {
+                k: v
+                for k, v in o.items()
+                if k
+                in (
+                    "mysql_default charset",
+                    "mysql_collate",
+                    "mariadb_default charset",
+                    "mariadb_collate",
+                )
+            }
+        out["tables"][name] = {
+            "columns": cols,
+            "pk": pk,
+            "indexes": idx,
+            "uniques": uq,
+            "fks": fks,
+            "options": opts,
+        }
     eng.dispose()
     return out
 
@@ -93,13 +126,17 @@ def diff(exp, got):
         for key in ("indexes", "uniques"):
             for n in sorted(set(e[key]) | set(g[key]), key=str):
                 if e[key].get(n) != g[key].get(n):
-                    lines.append(f"{t}: {key[:-1] if key == 'uniques' else 'index'} {n} "
-                                 f"expected {e[key].get(n)} got {g[key].get(n)}")
+                    lines.append(
+                        f"{t}: {key[:-1] if key == 'uniques' else 'index'} {n} "
+                        f"expected {e[key].get(n)} got {g[key].get(n)}"
+                    )
     return lines
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("snap")
     s.add_argument("url")

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-
 from novadb.config import load_settings
 from novadb.sync import sync
 
@@ -62,7 +61,7 @@ def databases(count: int) -> Iterator[list[str]]:
         admin.dispose()
 
 
-def _timed(func: Callable[[], None]) -> float:
+def _timed(func: Callable[[], object]) -> float:
     started = time.perf_counter()
     func()
     return time.perf_counter() - started
@@ -94,7 +93,7 @@ def bench_sync(repeat: int) -> Row:
                 _timed(
                     lambda urls=urls: [
                         _load_dump(u, DDL / f"{n}.mysql.sql")
-                        for u, n in zip(urls, ("main", "api", "placement"))
+                        for u, n in zip(urls, ("main", "api", "placement"), strict=True)
                     ]
                 )
             )

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from novadb import revisions
 from novadb.config import Settings, load_settings
 from novadb.errors import BadInput, BlockerFound, SchemaError, UnknownRevision
 from novadb.sync import sync, version
+
 from tests import schema_snapshot
 
 REFERENCE = Path(__file__).resolve().parent.parent / "reference"
