@@ -267,7 +267,11 @@ def _run(p: _Plan, progress: Progress) -> DatabaseSync:
         config.attributes.update(
             connection=conn, on_version_apply=on_apply, database_name=p.engine.url.database
         )
-        if p.legacy is not None:
+        # Another run may have moved this database while we waited for the lock:
+        # look again, so a legacy stamp never sets a newer version back.
+        _current, legacy = _inspect(conn, target)
+        conn.commit()
+        if legacy is not None:
             command.stamp(config, revisions.chain(env)[0])
             conn.commit()
         if p.todo:
