@@ -1,0 +1,302 @@
+"""A realistic cloud in a database: instances with children in a real cell's proportions.
+
+Used by the tests, the demo and the benchmarks.  Per instance, on average:
+instance_extra 1, instance_info_caches 1, instance_system_metadata 8,
+instance_metadata 2, block_device_mapping 1, instance_actions 2 (each with one
+event), instance_faults 0.3, migrations 0.2, virtual_interfaces 1,
+instance_id_mappings 1.  A chosen fraction of instances is soft-deleted (with
+their children, as Nova deletes them), and a fraction of those are "orphans":
+deleted instances whose children were left live by an interrupted cleanup.
+The API database gets each instance's mapping and request spec and, for one in
+ten, a server-group membership.  Deleted services and compute nodes come too.
+
+Rows are written with explicit ids that continue after each table's current
+maximum, so the generator can run again on the same database (a concurrent
+writer in tests does exactly that), in chunks so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+CHUNK = 1000  # instances per transaction
+
+PER_INSTANCE = {
+    "instance_system_metadata": 8,
+    "instance_metadata": 2,
+    "instance_actions": 2,
+}
+FRACTIONAL = {"instance_faults": 0.3, "migrations": 0.2}
+
+
+@dataclass(frozen=True)
+class CloudSpec:
+    """What to generate."""
+
+    instances: int = 100
+    deleted_fraction: float = 0.5
+    orphan_fraction: float = 0.05
+    hosts: int = 10
+    deleted_hosts: int = 2
+    seed: int = 42
+    start: datetime = datetime(2024, 1, 1)
+    days: int = 365
+    group_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class GeneratedCell:
+    """Rows written, per table (API tables prefixed ``API_DB.``)."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    deleted_instances: int = 0
+    orphaned_instances: int = 0
+
+
+class _Ids:
+    """Next free id per table, starting after what the database already holds."""
+
+    def __init__(self, conn: Connection, meta: sa.MetaData) -> None:
+        self._conn = conn
+        self._meta = meta
+        self._next: dict[str, int] = {}
+
+    def take(self, table: str) -> int:
+        if table not in self._next:
+            t = self._meta.tables[table]
+            current = self._conn.execute(sa.select(sa.func.max(t.c.id))).scalar()
+            self._next[table] = (current or 0) + 1
+        value = self._next[table]
+        self._next[table] += 1
+        return value
+
+
+def _tables(engine: Engine, names: list[str]) -> sa.MetaData:
+    meta = sa.MetaData()
+    meta.reflect(engine, only=names)
+    return meta
+
+
+MAIN_TABLES = [
+    "instances", "instance_extra", "instance_info_caches", "instance_system_metadata",
+    "instance_metadata", "block_device_mapping", "instance_actions", "instance_actions_events",
+    "instance_faults", "migrations", "virtual_interfaces", "instance_id_mappings", "services",
+    "compute_nodes",
+]  # fmt: skip
+API_TABLES = ["instance_mappings", "request_specs", "instance_groups", "instance_group_member"]
+
+
+def _flavor_json(rng: random.Random) -> str:
+    vcpus, ram, disk = rng.choice([(1, 512, 1), (2, 2048, 20), (4, 8192, 40), (8, 16384, 80)])
+    flavor = {
+        "nova_object.name": "Flavor",
+        "nova_object.namespace": "nova",
+        "nova_object.version": "1.2",
+        "nova_object.data": {
+            "vcpus": vcpus, "memory_mb": ram, "root_gb": disk, "ephemeral_gb": 0,
+            "swap": 0, "extra_specs": {}, "name": f"m1.{vcpus}", "flavorid": str(vcpus),
+        },
+    }  # fmt: skip
+    return json.dumps({"cur": flavor, "old": None, "new": None})
+
+
+def _hosts(
+    conn: Connection, meta: sa.MetaData, ids: _Ids, spec: CloudSpec, now: datetime
+) -> list[tuple[str, str, int]]:
+    """Create services and compute nodes; return the live (host, node, node id)."""
+    live = []
+    for n in range(spec.hosts + spec.deleted_hosts):
+        deleted = n >= spec.hosts
+        host = f"compute-{uuid.uuid4().hex[:8]}"
+        sid, cid = ids.take("services"), ids.take("compute_nodes")
+        conn.execute(sa.insert(meta.tables["services"]).values(
+            id=sid, host=host, binary="nova-compute", topic="compute", report_count=0,
+            disabled=False, deleted=sid if deleted else 0, uuid=str(uuid.uuid4()),
+            created_at=now, deleted_at=now if deleted else None, version=66,
+        ))  # fmt: skip
+        conn.execute(sa.insert(meta.tables["compute_nodes"]).values(
+            id=cid, service_id=sid, host=host, hypervisor_hostname=host, uuid=str(uuid.uuid4()),
+            vcpus=64, memory_mb=262144, local_gb=2048, vcpus_used=0, memory_mb_used=0,
+            local_gb_used=0, hypervisor_type="QEMU", hypervisor_version=8002000, cpu_info="{}",
+            cpu_allocation_ratio=4.0, ram_allocation_ratio=1.0, disk_allocation_ratio=1.0,
+            deleted=cid if deleted else 0, created_at=now, deleted_at=now if deleted else None,
+        ))  # fmt: skip
+        if not deleted:
+            live.append((host, host, cid))
+    return live
+
+
+def _add_child(
+    rows: dict[str, list[dict[str, object]]],
+    ids: _Ids,
+    table: str,
+    *,
+    created: datetime,
+    gone: datetime | None,
+    soft: bool,
+    **values: object,
+) -> int:
+    """Queue one child row; soft-deleted with its instance unless never soft-deleted."""
+    cid = ids.take(table)
+    deleted = soft and table not in ("instance_actions", "instance_actions_events")
+    rows[table].append(
+        dict(
+            id=cid,
+            created_at=created,
+            updated_at=gone or created,
+            deleted_at=gone if deleted else None,
+            deleted=cid if deleted else 0,
+            **values,
+        )
+    )
+    return cid
+
+
+Rows = dict[str, list[dict[str, object]]]
+
+
+def _instance(
+    rng: random.Random,
+    spec: CloudSpec,
+    ids: _Ids,
+    rows: Rows,
+    api_rows: Rows,
+    hosts: list[tuple[str, str, int]],
+    cell_id: int | None,
+    group_id: int | None,
+    *,
+    with_api: bool,
+) -> tuple[bool, bool]:
+    """Queue one instance, its children and its API rows; return (deleted, orphan)."""
+    deleted = rng.random() < spec.deleted_fraction
+    orphan = deleted and rng.random() < spec.orphan_fraction
+    created = spec.start + timedelta(seconds=rng.randrange(spec.days * 86400))
+    gone = created + timedelta(days=rng.randrange(1, 30)) if deleted else None
+    host, node, node_id = rng.choice(hosts)
+    inst_id, inst_uuid = ids.take("instances"), str(uuid.uuid4())
+    rows["instances"].append(dict(
+        id=inst_id, uuid=inst_uuid, created_at=created, updated_at=gone or created,
+        deleted_at=gone, deleted=inst_id if deleted else 0, user_id="u",
+        project_id=f"project-{rng.randrange(20)}", host=host, node=node,
+        compute_id=node_id, vm_state="deleted" if deleted else "active",
+        power_state=0 if deleted else 1, vcpus=2, memory_mb=2048, root_gb=20,
+        ephemeral_gb=0, image_ref=str(uuid.uuid4()), display_name=f"vm-{inst_id}",
+        hostname=f"vm-{inst_id}", availability_zone="nova", launched_on=host,
+        cleaned=1 if deleted else 0, locked=False,
+    ))  # fmt: skip
+    child = functools.partial(
+        _add_child, rows, ids, created=created, gone=gone,
+        soft=deleted and not orphan,
+    )  # fmt: skip
+    child("instance_extra", instance_uuid=inst_uuid, flavor=_flavor_json(rng),
+          numa_topology=None, pci_requests="[]")  # fmt: skip
+    child("instance_info_caches", instance_uuid=inst_uuid, network_info="[]")
+    for k in range(PER_INSTANCE["instance_system_metadata"]):
+        child(
+            "instance_system_metadata",
+            instance_uuid=inst_uuid,
+            key=f"image_k{k}",
+            value="v",
+        )
+    for k in range(PER_INSTANCE["instance_metadata"]):
+        child("instance_metadata", instance_uuid=inst_uuid, key=f"meta{k}", value="v")
+    child("block_device_mapping", instance_uuid=inst_uuid, device_name="/dev/vda",
+          source_type="image", destination_type="local", boot_index=0,
+          uuid=str(uuid.uuid4()), delete_on_termination=True)  # fmt: skip
+    for verb in ("create", "delete" if deleted else "reboot"):
+        action_id = child("instance_actions", instance_uuid=inst_uuid, action=verb,
+                          request_id=f"req-{uuid.uuid4()}", user_id="u", project_id="p",
+                          start_time=created)  # fmt: skip
+        child("instance_actions_events", action_id=action_id, event=f"compute_{verb}",
+              start_time=created, result="Success", host=host)  # fmt: skip
+    if rng.random() < FRACTIONAL["instance_faults"]:
+        child(
+            "instance_faults",
+            instance_uuid=inst_uuid,
+            code=500,
+            message="boom",
+            host=host,
+        )
+    if rng.random() < FRACTIONAL["migrations"]:
+        child("migrations", instance_uuid=inst_uuid, source_compute=host,
+              dest_compute=host, source_node=node, dest_node=node, status="confirmed",
+              migration_type="migration", uuid=str(uuid.uuid4()))  # fmt: skip
+    child("virtual_interfaces", instance_uuid=inst_uuid, uuid=str(uuid.uuid4()),
+          address=f"fa:16:3e:{inst_id:08x}")  # fmt: skip
+    child("instance_id_mappings", uuid=inst_uuid)
+    if with_api:
+        api_rows["instance_mappings"].append(dict(
+            instance_uuid=inst_uuid, cell_id=cell_id, project_id="p", user_id="u",
+            queued_for_delete=deleted, created_at=created,
+        ))  # fmt: skip
+        api_rows["request_specs"].append(dict(instance_uuid=inst_uuid, spec="{}",
+                                              created_at=created))  # fmt: skip
+        if group_id is not None and rng.random() < spec.group_fraction:
+            api_rows["instance_group_member"].append(dict(
+                group_id=group_id, instance_uuid=inst_uuid, created_at=created,
+            ))  # fmt: skip
+    return deleted, orphan
+
+
+def _chunks(total: int) -> Iterator[range]:
+    for start in range(0, total, CHUNK):
+        yield range(start, min(total, start + CHUNK))
+
+
+def populate(
+    main: Engine, api: Engine | None, spec: CloudSpec, *, cell_id: int | None = None
+) -> GeneratedCell:
+    """Write ``spec``'s cloud into a cell database (and its API database)."""
+    rng = random.Random(spec.seed)
+    meta = _tables(main, MAIN_TABLES)
+    api_meta = _tables(api, API_TABLES) if api is not None else None
+    counts: Counter[str] = Counter()
+    deleted_total = orphan_total = 0
+    now = spec.start + timedelta(days=spec.days)
+    with main.begin() as conn:
+        ids = _Ids(conn, meta)
+        hosts = _hosts(conn, meta, ids, spec, now)
+        counts["services"] = counts["compute_nodes"] = spec.hosts + spec.deleted_hosts
+    group_id = None
+    if api is not None and api_meta is not None:
+        with api.begin() as aconn:
+            groups = api_meta.tables["instance_groups"]
+            inserted = aconn.execute(sa.insert(groups).values(
+                uuid=str(uuid.uuid4()), user_id="u", project_id="p", name="sample-group",
+                created_at=now,
+            ))  # fmt: skip
+            key = inserted.inserted_primary_key
+            group_id = int(key[0]) if key is not None else None
+    for chunk in _chunks(spec.instances):
+        rows: dict[str, list[dict[str, object]]] = {name: [] for name in MAIN_TABLES}
+        api_rows: dict[str, list[dict[str, object]]] = {name: [] for name in API_TABLES}
+        with main.begin() as conn:
+            ids = _Ids(conn, meta)
+            for _ in chunk:
+                deleted, orphan = _instance(
+                    rng, spec, ids, rows, api_rows, hosts, cell_id, group_id,
+                    with_api=api_meta is not None,
+                )  # fmt: skip
+                deleted_total += deleted
+                orphan_total += orphan
+            for name in MAIN_TABLES:
+                if rows[name]:
+                    conn.execute(sa.insert(meta.tables[name]), rows[name])
+                    counts[name] += len(rows[name])
+        if api is not None and api_meta is not None:
+            with api.begin() as aconn:
+                for name in API_TABLES:
+                    if api_rows[name]:
+                        aconn.execute(sa.insert(api_meta.tables[name]), api_rows[name])
+                        counts[f"API_DB.{name}"] += len(api_rows[name])
+    return GeneratedCell(dict(counts), deleted_total, orphan_total)

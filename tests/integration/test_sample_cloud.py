@@ -1,0 +1,70 @@
+"""The sample-cloud generator writes a realistic, valid cell on both dialects."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from novadb.config import load_settings
+from novadb.connections import create_engine
+from novadb.sample_cloud import CloudSpec, populate
+from novadb.sync import sync
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def new_db(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    if request.param == "sqlite":
+        return lambda: f"sqlite:///{tmp_path / uuid.uuid4().hex[:8]}.sqlite"
+    return request.getfixturevalue("mysql_dbs")
+
+
+def _count(engine: sa.Engine, sql: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(sql)).scalar_one())
+
+
+def test_generated_cloud_has_novas_shape(new_db: Callable[[], str]) -> None:
+    main_url, api_url = new_db(), new_db()
+    sync(load_settings(database=main_url, api_database=api_url, placement_database=new_db()))
+    main, api = create_engine(main_url), create_engine(api_url)
+    spec = CloudSpec(instances=1500, deleted_fraction=0.4, orphan_fraction=0.1, seed=7)
+    result = populate(main, api, spec, cell_id=None)
+
+    assert result.rows["instances"] == 1500
+    assert result.rows["instance_system_metadata"] == 8 * 1500
+    assert result.rows["instance_actions"] == result.rows["instance_actions_events"] == 3000
+    assert 0.2 < result.rows["instance_faults"] / 1500 < 0.4
+    assert 0.1 < result.rows["migrations"] / 1500 < 0.3
+    assert result.rows["API_DB.instance_mappings"] == result.rows["API_DB.request_specs"] == 1500
+    # What the counts say is what the database holds.
+    for table, rows in result.rows.items():
+        engine, name = (api, table[7:]) if table.startswith("API_DB.") else (main, table)
+        assert _count(engine, f"SELECT count(*) FROM {name}") == rows, table
+
+    deleted = _count(main, "SELECT count(*) FROM instances WHERE deleted != 0")
+    assert deleted == result.deleted_instances
+    assert 0.3 < deleted / 1500 < 0.5
+    assert _count(main, "SELECT count(*) FROM instances WHERE deleted != 0 AND deleted != id") == 0
+    # Orphans: deleted instances whose children stayed live.
+    orphans = _count(
+        main,
+        "SELECT count(*) FROM instances i JOIN instance_extra e ON e.instance_uuid = i.uuid "
+        "WHERE i.deleted != 0 AND e.deleted = 0",
+    )
+    assert orphans == result.orphaned_instances > 0
+    # Instance actions are never soft-deleted, as in Nova.
+    assert _count(main, "SELECT count(*) FROM instance_actions WHERE deleted != 0") == 0
+    # Deleted services and compute nodes exist.
+    assert (
+        _count(main, "SELECT count(*) FROM compute_nodes WHERE deleted != 0") == spec.deleted_hosts
+    )
+
+    # A second run continues after the existing ids.
+    again = populate(main, api, CloudSpec(instances=10, seed=8))
+    assert again.rows["instances"] == 10
+    assert _count(main, "SELECT count(*) FROM instances") == 1510
+    main.dispose()
+    api.dispose()
