@@ -25,7 +25,7 @@ from novadb.errors import BadInput, BlockerFound, DatabaseUnreachable, SchemaErr
 from novadb.locking import database_lock
 from novadb.progress import Event, Progress, ignore
 from novadb.releases import RELEASES, release_index, release_label, revisions_in
-from novadb.targets import Target, _same, plan
+from novadb.targets import Target, plan, same_database
 
 # sqlalchemy-migrate versions whose schema equals our initial revision
 # (Nova's squashed 402_train / 067_train plus their no-op placeholders).
@@ -174,7 +174,7 @@ def _plan_all(
 def _shared_placement(settings: Settings, target: Target) -> str | None:
     """Why Placement cannot be migrated here (it shares the API database), or None."""
     if target.environment == "placement" and (
-        settings.placement_is_api or _same(target.url, settings.url("api"))
+        settings.placement_is_api or same_database(target.url, settings.url("api"))
     ):
         return (
             "placement falls back to the API database ([placement_database]/connection "

@@ -29,7 +29,8 @@ class Target:
     cell: Cell | None = None
 
 
-def _same(a: str, b: str) -> bool:
+def same_database(a: str, b: str) -> bool:
+    """True when two URLs name the same database (SQLite: the same file)."""
     ua, ub = make_url(a), make_url(b)
     if is_sqlite(ua) and is_sqlite(ub):
         pa, pb = sqlite_path(ua), sqlite_path(ub)
@@ -53,7 +54,7 @@ def main_targets(
         return [Target("main", "main", settings.url("main"))]
     cells = list_cells(api_engine, local) if api_engine is not None else []
     targets = [Target(c.label, "main", c.url, c) for c in cells]
-    if local is not None and not any(_same(t.url, local) for t in targets):
+    if local is not None and not any(same_database(t.url, local) for t in targets):
         targets.append(Target("main", "main", local))
     if not targets:
         targets.append(Target("main", "main", settings.url("main")))
