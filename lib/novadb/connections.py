@@ -9,6 +9,8 @@ router or a Galera node restarting is routine in the clouds we serve.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +120,16 @@ def create_engine(url: str | URL, *, create: bool = False) -> Engine:
             event.listen(engine, "connect", _on_mysql_connect)
     _check_connect(engine, mask(url if isinstance(url, str) else parsed))
     return engine
+
+
+@contextmanager
+def engine_for(url: str | URL, *, create: bool = False) -> Iterator[Engine]:
+    """An engine for one piece of work, disposed afterwards so no connection lingers."""
+    engine = create_engine(url, create=create)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def _is_transient(exc: BaseException) -> bool:

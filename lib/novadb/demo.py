@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from novadb.cells import CELL0_UUID
 from novadb.config import load_settings
-from novadb.connections import create_engine
+from novadb.connections import engine_for
 from novadb.progress import Event, Progress, ignore
 from novadb.sync import SyncResult, VersionResult, sync, version
 
@@ -31,8 +31,7 @@ class DemoResult:
 
 
 def _map_cells(api_url: str, directory: Path) -> None:
-    engine = create_engine(api_url)
-    try:
+    with engine_for(api_url) as engine:
         mappings = sa.Table("cell_mappings", sa.MetaData(), autoload_with=engine)
         with engine.begin() as conn:
             if conn.execute(sa.select(sa.func.count()).select_from(mappings)).scalar_one():
@@ -47,8 +46,6 @@ def _map_cells(api_url: str, directory: Path) -> None:
                         disabled=False,
                     )
                 )
-    finally:
-        engine.dispose()
 
 
 def run_demo(directory: str | None = None, *, progress: Progress = ignore) -> DemoResult:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from novadb.config import Settings
-from novadb.connections import create_engine, mask
+from novadb.connections import engine_for, mask
 from novadb.progress import Event, Progress, ignore
 from novadb.targets import plan
 
@@ -87,12 +87,8 @@ def null_instance_uuid_scan(
     """Count (or delete) rows whose instance uuid is NULL in every cell database."""
     out = []
     for target in plan(settings, "main"):
-        engine = create_engine(target.url)
-        try:
-            with engine.begin() as conn:
-                rows = _scan_one(conn, delete)
-        finally:
-            engine.dispose()
+        with engine_for(target.url) as engine, engine.begin() as conn:
+            rows = _scan_one(conn, delete)
         verb = "deleted" if delete else "found"
         progress(
             Event(

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from novadb import revisions
 from novadb.blockers import Finding, find_blockers
 from novadb.config import Settings
-from novadb.connections import create_engine, mask, parse_url
+from novadb.connections import create_engine, engine_for, mask, parse_url
 from novadb.errors import BadInput, BlockerFound, DatabaseUnreachable, SchemaError, UnknownRevision
 from novadb.locking import database_lock
 from novadb.progress import Event, Progress, ignore
@@ -140,7 +140,7 @@ def _goal(environment: str, revision: str | None, release: str | None) -> str:
         wanted = revisions_in(environment, release_index(release))
         chain = [r for r in revisions.chain(environment) if r in wanted]
         if not chain:
-            raise BadInput(f"release {release} has no {environment} schema", exit_code=2)
+            raise BadInput(f"release {release} has no {environment} schema")
         return chain[-1]
     return revisions.head(environment)
 
@@ -154,8 +154,6 @@ def _plan_all(
     local_cell: bool,
     create: bool,
 ) -> list[_Plan]:
-    if revision is not None and database == "all":
-        raise BadInput("--revision needs --database api, main or placement", exit_code=2)
     if release is not None:
         release_index(release)  # validate before connecting anywhere
     plans: list[_Plan] = []
@@ -164,7 +162,7 @@ def _plan_all(
         reason = _shared_placement(settings, target)
         if reason is not None:
             if database == "placement":
-                raise BadInput(f"{reason}: set [placement_database]/connection", exit_code=2)
+                raise BadInput(f"{reason}: set [placement_database]/connection")
             plans.append(_Plan(target, None, None, None, goal, skipped=reason))
             continue
         plans.append(_Plan(target, create_engine(target.url, create=create), None, None, goal))
@@ -201,6 +199,8 @@ def sync(
 ) -> SyncResult:
     """Bring the chosen databases to ``revision``, ``release``'s heads, or head."""
     started = time.monotonic()
+    if revision is not None and database == "all":
+        raise BadInput("--revision needs --database api, main or placement")
     if sql:
         return _sync_offline(settings, database, revision, release, local_cell, started)
     plans = _plan_all(
@@ -290,8 +290,6 @@ def _sync_offline(
     started: float,
 ) -> SyncResult:
     """Render the DDL sync would run, without changing anything."""
-    if revision is not None and database == "all":
-        raise BadInput("--revision needs --database api, main or placement", exit_code=2)
     out = io.StringIO()
     results = []
     for target in plan(settings, database, local_cell=local_cell):
@@ -299,12 +297,8 @@ def _sync_offline(
         goal = _goal(env, revision, release)
         current = None
         try:
-            engine = create_engine(target.url)
-            try:
-                with engine.connect() as conn:
-                    current, _legacy = _inspect(conn, target)
-            finally:
-                engine.dispose()
+            with engine_for(target.url) as engine, engine.connect() as conn:
+                current, _legacy = _inspect(conn, target)
         except DatabaseUnreachable:
             current = None
         todo = _todo(env, current, goal)
@@ -323,8 +317,7 @@ def _sync_offline(
             except Exception as exc:  # alembic refuses table rebuilds offline
                 raise BadInput(
                     f"cannot render {target.name}'s DDL offline ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0]}); run sync without --sql",
-                    exit_code=2,
+                    f"{str(exc).splitlines()[0]}); run sync without --sql"
                 ) from exc
         results.append(
             DatabaseSync(target.name, env, mask(target.url), current, current, tuple(todo))
@@ -350,12 +343,8 @@ def version(
         env = target.environment
         if _shared_placement(settings, target) is not None:
             continue
-        engine = create_engine(target.url)
-        try:
-            with engine.connect() as conn:
-                current, legacy = _inspect(conn, target)
-        finally:
-            engine.dispose()
+        with engine_for(target.url) as engine, engine.connect() as conn:
+            current, legacy = _inspect(conn, target)
         head = revisions.head(env)
         pending = len(_todo(env, current, head))
         if legacy is not None:  # stamped at the initial revision, then the rest

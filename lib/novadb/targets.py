@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from novadb.cells import Cell, list_cells
 from novadb.config import Settings
-from novadb.connections import create_engine, is_sqlite, parse_url, sqlite_path
+from novadb.connections import engine_for, is_sqlite, parse_url, sqlite_path
 from novadb.errors import BadInput
 
 CHOICES = ("all", "api", "main", "placement")
@@ -66,21 +66,16 @@ def plan(
 ) -> list[Target]:
     """Targets in Nova's order: api, cell0, cells (or local), placement."""
     if database not in CHOICES:
-        raise BadInput(
-            f"unknown database {database!r}; choose one of {', '.join(CHOICES)}", exit_code=2
-        )
+        raise BadInput(f"unknown database {database!r}; choose one of {', '.join(CHOICES)}")
     targets: list[Target] = []
     if database in ("all", "api"):
         targets.append(Target("api", "api", settings.url("api")))
     if database in ("all", "main"):
-        api_engine = None
         if not local_cell and api_exists(settings):
-            api_engine = create_engine(settings.url("api"), create=create)
-        try:
-            targets += main_targets(settings, api_engine, local_cell=local_cell)
-        finally:
-            if api_engine is not None:
-                api_engine.dispose()
+            with engine_for(settings.url("api"), create=create) as api_engine:
+                targets += main_targets(settings, api_engine, local_cell=local_cell)
+        else:
+            targets += main_targets(settings, None, local_cell=local_cell)
     if database in ("all", "placement"):
         targets.append(Target("placement", "placement", settings.url("placement")))
     return targets
