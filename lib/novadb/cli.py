@@ -13,19 +13,25 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
 
 from novadb import render
+from novadb.archive import ArchiveOptions, archive
 from novadb.config import Settings, load_settings
+from novadb.dates import parse_before
 from novadb.demo import run_demo
 from novadb.errors import NovaDbError
 from novadb.null_uuid import null_instance_uuid_scan
 from novadb.progress import Event
+from novadb.purge import PurgeOptions, purge
 from novadb.sync import sync, version
 from novadb.targets import CHOICES
 
@@ -145,6 +151,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="do not ask before deleting")
 
     p = add(
+        "archive",
+        "Move soft-deleted rows (and the rows that hang off them) to shadow tables.",
+        "novadb archive --until-complete --verbose",
+        "novadb archive --before 2024-01-01 --all-cells --until-complete",
+        "novadb archive --dry-run --all-cells",
+        "novadb archive --until-complete --max-runtime 3000 --purge",
+    )
+    p.add_argument(
+        "--batch-size",
+        "--max-rows",
+        "--max_rows",
+        dest="batch_size",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="parent rows per transaction; without --until-complete, the rows of one run "
+        "(default 1000)",
+    )
+    p.add_argument(
+        "--until-complete", action="store_true", help="repeat until nothing is left to archive"
+    )
+    p.add_argument(
+        "--before", metavar="DATE", help="only rows deleted before DATE (e.g. 2024-01-31)"
+    )
+    p.add_argument("--all-cells", action="store_true", help="cell0 and every mapped cell")
+    p.add_argument("--task-log", action="store_true", help="also archive task_log rows")
+    p.add_argument(
+        "--sleep", type=float, default=0.0, metavar="SECONDS", help="pause between batches"
+    )
+    p.add_argument(
+        "--purge", action="store_true", help="purge all shadow rows after archiving something"
+    )
+    p.add_argument(
+        "--max-runtime",
+        type=float,
+        metavar="SECONDS",
+        help="stop cleanly after the batch in progress once this much time has passed",
+    )
+    p.add_argument("--dry-run", action="store_true", help="count what would move; change nothing")
+    p.add_argument("--verbose", action="store_true", help="print nova-manage's per-table table")
+
+    p = add(
+        "purge",
+        "Delete rows from the shadow tables (older than a date, or all).",
+        "novadb purge --before 2024-01-01",
+        "novadb purge --all --all-cells",
+        "novadb purge --before 2024-01-01 --dry-run --verbose",
+    )
+    p.add_argument("--before", metavar="DATE", help="delete shadow rows older than DATE")
+    p.add_argument("--all", dest="purge_all", action="store_true", help="delete every shadow row")
+    p.add_argument("--all-cells", action="store_true", help="cell0 and every mapped cell")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=10000,
+        metavar="N",
+        help="rows per DELETE transaction (default 10000)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="count what would be deleted")
+    p.add_argument("--verbose", action="store_true", help="print a line per shadow table")
+
+    p = add(
         "demo",
         "Build a sample cloud on SQLite and run novadb on it.",
         "novadb demo",
@@ -257,10 +325,87 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
     return 0
 
 
+@contextmanager
+def _stop_on_ctrl_c() -> Iterator[threading.Event]:
+    """First Ctrl-C: finish the batch in progress, then stop.  Second: stop now."""
+    stop = threading.Event()
+
+    def handler(_signum: int, _frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        sys.stderr.write("novadb: stopping after the batch in progress (Ctrl-C again to abort)\n")
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread (tests calling main() from a worker)
+        yield stop
+        return
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _cmd_archive(args: argparse.Namespace, out: _Output) -> int:
+    options = ArchiveOptions(
+        batch_size=args.batch_size,
+        until_complete=args.until_complete,
+        before=parse_before(args.before, exit_code=4) if args.before else None,
+        task_log=args.task_log,
+        all_cells=args.all_cells,
+        sleep=args.sleep,
+        purge=args.purge,
+        max_runtime=args.max_runtime,
+        dry_run=args.dry_run,
+    )
+    options.validate()
+    with _stop_on_ctrl_c() as stop:
+        result = archive(_settings(args), options, progress=out.progress, stop=stop)
+    if out.as_json:
+        out.result(result, render.archive_text)
+    else:
+        if args.verbose:
+            out.out.print(render.archive_text(result), markup=False)
+            if result.purge is not None:
+                out.out.print("Rows were archived, running purge...", markup=False)
+                out.out.print(render.purge_text(result.purge), markup=False)
+        out.out.print(render.archive_summary(result), markup=False)
+    for failure in result.failures:
+        sys.stderr.write(f"novadb: error: {failure}\n")
+    if result.failures:
+        return EXIT_UNEXPECTED
+    return 1 if result.total and not result.dry_run else 0
+
+
+def _cmd_purge(args: argparse.Namespace, out: _Output) -> int:
+    options = PurgeOptions(
+        before=parse_before(args.before, exit_code=2) if args.before else None,
+        purge_all=args.purge_all,
+        all_cells=args.all_cells,
+        batch_size=args.batch_size,
+        dry_run=args.dry_run,
+    )
+    options.validate()
+    with _stop_on_ctrl_c() as stop:
+        result = purge(_settings(args), options, progress=out.progress, stop=stop)
+    if out.as_json:
+        out.result(result, render.purge_text)
+    elif args.verbose or result.dry_run:
+        out.out.print(render.purge_text(result), markup=False)
+    elif result.total:
+        out.out.print(f"purged {result.total} rows in {result.elapsed:.1f} s", markup=False)
+    else:
+        out.out.print("Purging stale soft-deleted rows and no data was deleted", markup=False)
+    return 0 if result.total else 3
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, _Output], int]] = {
     "sync": _cmd_sync,
     "version": _cmd_version,
     "null-instance-uuid-scan": _cmd_null_uuid,
+    "archive": _cmd_archive,
+    "purge": _cmd_purge,
     "demo": _cmd_demo,
 }
 

@@ -13,7 +13,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from novadb.archive import ArchiveResult
 from novadb.null_uuid import NullUuidResult
+from novadb.purge import PurgeResult
 from novadb.sync import SyncResult, VersionResult
 
 
@@ -52,6 +54,56 @@ def null_uuid_table(result: NullUuidResult) -> Table:
         for name, count in sorted(d.rows.items()):
             table.add_row(d.name, name, str(count))
     return table
+
+
+def ascii_table(headers: tuple[str, str], rows: list[tuple[str, str]]) -> str:
+    """A left-aligned two-column table in nova-manage's (PrettyTable) layout.
+
+    Scripts and COU read this text, so it stays exactly nova-manage's shape
+    rather than a rich table.
+    """
+    widths = [max(len(headers[i]), *(len(r[i]) for r in rows)) for i in range(2)]
+    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+
+    def line(cells: tuple[str, str]) -> str:
+        return "|" + "|".join(f" {c:<{w}} " for c, w in zip(cells, widths, strict=True)) + "|"
+
+    return "\n".join([rule, line(headers), rule, *(line(r) for r in rows), rule])
+
+
+def archive_text(result: ArchiveResult) -> str:
+    """nova-manage's --verbose output: the per-table table, or "Nothing was archived."."""
+    if not result.total:
+        return "Nothing was archived."
+    rows = [(table, str(n)) for table, n in sorted(result.rows.items())]
+    return ascii_table(("Table", "Number of Rows Archived"), rows)
+
+
+def archive_summary(result: ArchiveResult) -> str:
+    """One line: how much moved, in how many batches, and whether anything is left."""
+    verb = "would move" if result.dry_run else "archived"
+    state = (
+        "nothing left to archive"
+        if result.complete
+        else f"stopped ({result.stopped})"
+        if result.stopped
+        else "more left; run again"
+    )
+    text = (
+        f"{verb} {result.total} rows in {result.batches} batches, {result.elapsed:.1f} s; {state}"
+    )
+    if result.held_back:
+        held = ", ".join(f"{t} {n}" for t, n in sorted(result.held_back.items()))
+        text += f"\nheld back (still referenced by tables archive does not move): {held}"
+    return text
+
+
+def purge_text(result: PurgeResult) -> str:
+    """nova-manage's --verbose purge lines, one per shadow table with rows."""
+    lines = list(result.messages)
+    if not result.total:
+        lines.append("Purging stale soft-deleted rows and no data was deleted")
+    return "\n".join(lines)
 
 
 def show(console: Console, renderable: Any) -> None:

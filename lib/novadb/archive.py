@@ -1,0 +1,543 @@
+"""``archive``: move soft-deleted rows, and every row that hangs off them, to shadow tables.
+
+The end state matches Nova 34's ``archive_deleted_rows --until-complete`` (see
+:mod:`novadb.archive_sql` for what moves); the way there is different.  Each
+table is walked once per pass by primary key (keyset, never OFFSET), and each
+batch is one short transaction holding one INSERT...SELECT and one DELETE per
+table of the tree, children first, with matching row counts.  Batches are
+bounded by rows and by estimated bytes, retried on deadlocks and certification
+failures, halved when the server says the transaction is too big, and checked
+after a lost connection before being redone.
+
+The API database's rows of archived instances (``instance_mappings``,
+``request_specs``, ``instance_group_member``) are deleted while the cell's
+transaction still holds the instances, and committed just before it.  If the
+process dies in between, the instances stay live and deleted and the next run
+archives them: the end state is the same as an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from novadb import dberrors
+from novadb.archive_sql import Criteria, Schema, Tree, would_move
+from novadb.batching import DEFAULT_MAX_BYTES, Budget, StopWhen, retrying, row_sizes
+from novadb.config import Settings
+from novadb.connections import create_engine, mask
+from novadb.errors import BadInput, DatabaseUnreachable, NovaDbError
+from novadb.fanout import CellTarget, cell_targets, run_cells
+from novadb.locking import DEFAULT_TIMEOUT, database_lock
+from novadb.progress import Event, Progress, ignore
+from novadb.purge import PurgeOptions, purge
+from novadb.schema_graph import load_graph
+
+MAX_INT = 2147483647
+API_TABLES = ("instance_mappings", "request_specs", "instance_group_member")
+LOCK_NAME = "archive"  # shared with purge: the two never run together on one database
+
+
+@dataclass(frozen=True)
+class ArchiveOptions:
+    """What to archive and how (the CLI options and action params)."""
+
+    batch_size: int = 1000
+    until_complete: bool = False
+    before: datetime | None = None
+    task_log: bool = False
+    all_cells: bool = False
+    sleep: float = 0.0
+    purge: bool = False
+    max_runtime: float | None = None
+    dry_run: bool = False
+    max_bytes: int = DEFAULT_MAX_BYTES
+    workers: int = 4
+    lock_timeout: float = DEFAULT_TIMEOUT
+
+    def validate(self) -> None:
+        """Refuse values nova-manage refuses, with its exit code 2."""
+        if self.batch_size < 1:
+            raise BadInput("--batch-size must be a positive integer, e.g. --batch-size 1000")
+        if self.batch_size > MAX_INT:
+            raise BadInput(f"--batch-size must be <= {MAX_INT}")
+        if self.sleep < 0:
+            raise BadInput("--sleep must be zero or a positive number of seconds")
+        if self.max_runtime is not None and self.max_runtime <= 0:
+            raise BadInput("--max-runtime must be a positive number of seconds")
+        if self.workers < 1:
+            raise BadInput("workers must be at least 1")
+
+
+@dataclass
+class CellArchive:
+    """What one cell database gave up."""
+
+    name: str
+    url: str
+    rows: dict[str, int] = field(default_factory=dict)
+    api_rows: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    complete: bool = False
+    stopped: str | None = None
+    held_back: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ArchiveResult:
+    """Rows per table (``<cell>.`` prefixed with --all-cells, ``API_DB.`` for the API DB)."""
+
+    rows: dict[str, int]
+    total: int
+    batches: int
+    complete: bool
+    elapsed: float
+    dry_run: bool
+    stopped: str | None
+    held_back: dict[str, int]
+    failures: list[str]
+    cells: list[CellArchive]
+    purge: Any = None  # a PurgeResult when --purge ran
+
+
+class ShadowConflict(NovaDbError):
+    """A shadow table already holds ids a batch would move there."""
+
+    exit_code = 255
+
+
+class _Mismatch(Exception):
+    """INSERT and DELETE counts differ: the rows changed under us; redo the batch."""
+
+
+class _Blocked(Exception):
+    """A row of the tree is referenced from a table archive does not move."""
+
+
+def _is_redo(exc: BaseException) -> bool:
+    return isinstance(exc, _Mismatch) or dberrors.is_retryable(exc)
+
+
+class _CellRun:
+    """Archive one cell database: passes over its tables until done or told to stop."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        api_engine: Engine | None,
+        name: str,
+        options: ArchiveOptions,
+        progress: Progress,
+        stop: StopWhen,
+        budget: Budget,
+    ) -> None:
+        self.engine = engine
+        self.api_engine = api_engine
+        self.options = options
+        self.progress = progress
+        self.stop = stop
+        self.budget = budget
+        self.criteria = Criteria(options.before, options.task_log)
+        self.result = CellArchive(name, mask(engine.url))
+        self.sqlite = engine.dialect.name == "sqlite"
+        self.api_tables: dict[str, sa.Table] = {}
+        self.failed: set[str] = set()
+        self.limits: dict[str, int] = {}
+        self.sizes: dict[str, tuple[int, int]] = {}
+
+    # -- the run -----------------------------------------------------------
+    def run(self) -> CellArchive:
+        with database_lock(self.engine, LOCK_NAME, self.options.lock_timeout):
+            with self.engine.connect() as conn:
+                schema = Schema(conn, load_graph(conn))
+                self.sizes = row_sizes(conn, [*schema.graph.tables])
+                if self.api_engine is not None:
+                    api_meta = sa.MetaData()
+                    with self.api_engine.connect() as aconn:
+                        api_meta.reflect(aconn, only=list(API_TABLES))
+                    self.api_tables = {t: api_meta.tables[t] for t in API_TABLES}
+                if self.options.dry_run:
+                    self._dry_run(conn, schema)
+            if not self.options.dry_run:
+                self._passes(schema)
+            with self.engine.connect() as conn:
+                for name in schema.graph.tables:
+                    held = conn.execute(schema.tree(name, self.criteria).held_back()).scalar()
+                    if held:
+                        self.result.held_back[name] = int(held)
+        return self.result
+
+    def _dry_run(self, conn: Connection, schema: Schema) -> None:
+        for name, query in would_move(schema, self.criteria).items():
+            count = int(conn.execute(query).scalar() or 0)
+            if count:
+                self.result.rows[name] = count
+        if self.result.rows.get("instances") and self.api_tables:
+            self.result.api_rows = self._count_api_rows(conn, schema)
+        self.result.complete = True
+
+    def _count_api_rows(self, conn: Connection, schema: Schema) -> dict[str, int]:
+        """API rows of the instances a real run would archive, 1000 uuids at a time."""
+        assert self.api_engine is not None
+        tree = schema.tree("instances", self.criteria)
+        live = schema.live["instances"]
+        counts: dict[str, int] = dict.fromkeys(API_TABLES, 0)
+        after = 0
+        with self.api_engine.connect() as aconn:
+            while True:
+                rows = conn.execute(
+                    sa.select(live.c.id, live.c.uuid)
+                    .where(tree.eligible(), live.c.id > after)
+                    .order_by(live.c.id)
+                    .limit(1000)
+                ).all()
+                if not rows:
+                    return counts
+                after = int(rows[-1][0])
+                uuids = [r[1] for r in rows if r[1] is not None]
+                for name in API_TABLES:
+                    table = self.api_tables[name]
+                    query = sa.select(sa.func.count()).where(table.c.instance_uuid.in_(uuids))
+                    counts[name] += int(aconn.execute(query).scalar() or 0)
+
+    def _passes(self, schema: Schema) -> None:
+        while True:
+            moved = self._one_pass(schema)
+            if self.result.stopped:
+                return
+            if not self.options.until_complete:
+                self.result.complete = not self.budget.exhausted and self._nothing_left(schema)
+                return
+            if moved == 0:
+                self.result.complete = not self.failed
+                return
+
+    def _nothing_left(self, schema: Schema) -> bool:
+        with self.engine.connect() as conn:
+            for name in schema.graph.tables:
+                if name in self.failed:
+                    return False
+                if conn.execute(schema.tree(name, self.criteria).candidates(0, 1)).first():
+                    return False
+        return True
+
+    def _one_pass(self, schema: Schema) -> int:
+        moved = 0
+        for name in schema.graph.tables:
+            if name in self.failed:
+                continue
+            tree = schema.tree(name, self.criteria)
+            drift = tree.drift()
+            if drift:
+                self._fail(name, "; ".join(
+                    f"shadow_{t} lacks column(s) {', '.join(cols)} that {t} has"
+                    for t, cols in drift.items()
+                ) + f"; nothing moved from {name}. Run `novadb sync` (or add the columns "
+                    "to the shadow tables) and archive again")  # fmt: skip
+                continue
+            moved += self._walk(tree)
+            if self.result.stopped:
+                break
+        return moved
+
+    def _fail(self, table: str, message: str) -> None:
+        self.failed.add(table)
+        self.result.failures.append(f"{self.result.name}: {table}: {message}")
+        self.progress(Event("archive", "warning", f"{self.result.name}: {table}: {message}"))
+
+    def _limit(self, tree: Tree) -> int:
+        """Parent rows per batch: the batch size, lowered to keep under the byte bound."""
+        if tree.root in self.limits:
+            return self.limits[tree.root]
+        limit = self.options.batch_size
+        per_root = self._bytes_per_root(tree)
+        if per_root:
+            limit = max(1, min(limit, self.options.max_bytes // per_root))
+        self.limits[tree.root] = limit
+        return limit
+
+    def _bytes_per_root(self, tree: Tree) -> int:
+        if not self.sizes:
+            return 0
+        root_rows, root_avg = self.sizes.get(tree.root, (0, 0))
+        total = float(root_avg)
+        for child in tree.children:
+            rows, avg = self.sizes.get(child, (0, 0))
+            total += rows / max(root_rows, 1) * avg
+        return int(total)
+
+    def _walk(self, tree: Tree) -> int:
+        after = 0
+        moved = 0
+        while True:
+            reason = self.stop.reason()
+            if reason is not None:
+                self.result.stopped = reason
+                return moved
+            limit = self.budget.allow(self._limit(tree))
+            if limit == 0:
+                self.result.stopped = "budget"
+                return moved
+            with self.engine.connect() as conn:
+                ids = [int(r[0]) for r in conn.execute(tree.candidates(after, limit))]
+            if not ids:
+                return moved
+            counts = self._batch(tree, ids)
+            after = ids[-1]
+            if counts is None:  # the tree failed; _fail said why
+                return moved
+            roots = counts.get(tree.root, 0)
+            self.budget.spend(roots)
+            moved += sum(v for k, v in counts.items() if not k.startswith("API_DB."))
+            if counts:
+                self._record(tree, counts)
+            self.stop.sleep(self.options.sleep)
+
+    def _record(self, tree: Tree, counts: dict[str, int]) -> None:
+        self.result.batches += 1
+        for table, n in counts.items():
+            if table.startswith("API_DB."):
+                key = table.removeprefix("API_DB.")
+                self.result.api_rows[key] = self.result.api_rows.get(key, 0) + n
+            elif n:
+                self.result.rows[table] = self.result.rows.get(table, 0) + n
+        total = sum(self.result.rows.values())
+        batch_rows = sum(v for k, v in counts.items() if not k.startswith("API_DB."))
+        self.progress(Event(
+            "archive", "batch",
+            f"{self.result.name}: {tree.root}: {batch_rows} rows (total {total})",
+            {"cell": self.result.name, "table": tree.root, "rows": batch_rows,
+             "total": total, "batches": self.result.batches},
+        ))  # fmt: skip
+        if self.sizes:
+            actual = sum(n * self.sizes.get(t, (0, 0))[1] for t, n in counts.items())
+            if actual > self.options.max_bytes:
+                limit = self.limits.get(tree.root, self.options.batch_size)
+                self.limits[tree.root] = max(1, limit * self.options.max_bytes // actual)
+
+    # -- one batch ---------------------------------------------------------
+    def _batch(self, tree: Tree, ids: list[int]) -> dict[str, int] | None:
+        """Move one batch, retrying conflicts, halving on "too big", checking lost commits."""
+        try:
+            for attempt in retrying(retry_on=_is_redo):
+                with attempt:
+                    return self._batch_checked(tree, ids)
+        except _Blocked as exc:
+            self._fail(tree.root, str(exc))
+            return None
+        except ShadowConflict as exc:
+            self._fail(tree.root, str(exc))
+            return None
+        except DBAPIError as exc:
+            if dberrors.is_too_big(exc):
+                if len(ids) == 1:
+                    raise NovaDbError(
+                        f"{tree.root} id {ids[0]}: its rows alone exceed the server's "
+                        "transaction size limit; raise the limit (e.g. "
+                        "group_replication_transaction_size_limit) and archive again",
+                        exit_code=255,
+                    ) from exc
+                half = len(ids) // 2
+                self.limits[tree.root] = max(1, half)
+                first = self._batch(tree, ids[:half])
+                second = self._batch(tree, ids[half:])
+                if first is None or second is None:
+                    return None
+                return dict(Counter(first) + Counter(second))
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _batch_checked(self, tree: Tree, ids: list[int]) -> dict[str, int]:
+        try:
+            return self._batch_once(tree, ids)
+        except _Mismatch:
+            raise
+        except DBAPIError as exc:
+            if not dberrors.is_lost_connection(exc):
+                raise
+        # The connection died around COMMIT: find out whether the batch landed.
+        with self.engine.connect() as conn:
+            live = sa.select(sa.func.count()).where(
+                tree.schema.live[tree.root].c.id.in_(ids), tree.eligible()
+            )
+            if conn.execute(live).scalar():
+                raise _Mismatch("batch did not commit; redo it")
+            shadow = tree.schema.shadow[tree.root]
+            found = [int(r[0]) for r in conn.execute(
+                sa.select(shadow.c.id).where(shadow.c.id.in_(ids)))]  # fmt: skip
+            keys = self._shadow_keys(conn, tree, found)
+            return {
+                name: int(conn.execute(q).scalar() or 0)
+                for name, q in tree.shadow_counts(keys).items()
+            }
+
+    def _shadow_keys(self, conn: Connection, tree: Tree, ids: list[int]) -> dict[str, list[Any]]:
+        shadow = tree.schema.shadow[tree.root]
+        rows = conn.execute(
+            sa.select(*(shadow.c[c] for c in tree.key_columns)).where(shadow.c.id.in_(ids))
+        ).all()
+        return {c: [r[i] for r in rows] for i, c in enumerate(tree.key_columns)}
+
+    def _batch_once(self, tree: Tree, ids: list[int]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with self.engine.connect() as conn, conn.begin():
+            if self.sqlite:
+                # Take SQLite's write lock first, so the rows checked below
+                # cannot change before they move.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            rows = conn.execute(tree.lock(ids)).all()
+            if not rows:
+                return counts
+            keys = {c: [r[i] for r in rows] for i, c in enumerate(tree.key_columns)}
+            for move in tree.moves(keys):
+                try:
+                    inserted = conn.execute(move.insert).rowcount
+                except IntegrityError as exc:
+                    if dberrors.is_duplicate(exc):
+                        raise self._conflict(tree, move.table, keys) from exc
+                    raise
+                try:
+                    deleted = conn.execute(move.delete).rowcount
+                except IntegrityError as exc:
+                    if dberrors.is_foreign_key(exc):
+                        raise _Blocked(
+                            f"{move.table} rows of this batch are still referenced from a "
+                            f"table archive does not move ({dberrors.errno(exc)}); nothing "
+                            f"moved from {tree.root}. Run `novadb check` to see which rows"
+                        ) from exc
+                    raise
+                if inserted != deleted:
+                    raise _Mismatch(f"{move.table}: copied {inserted}, deleted {deleted}")
+                if deleted:
+                    counts[move.table] = deleted
+            if tree.root == "instances" and self.api_tables:
+                uuids = [u for u in keys["uuid"] if u is not None]
+                counts.update(self._delete_api_rows(uuids))
+        return counts
+
+    def _conflict(self, tree: Tree, table: str, keys: dict[str, list[Any]]) -> ShadowConflict:
+        with self.engine.connect() as conn:
+            dup = [str(r[0]) for r in conn.execute(tree.duplicates(table, keys))]
+        return ShadowConflict(
+            f"shadow_{table} already holds id(s) {', '.join(dup) or '?'} that archive would "
+            f"move from {table} (AUTO_INCREMENT reuse after a server restart); nothing was "
+            f"moved or lost. Compare those rows; if the shadow copies are stale, delete them "
+            f"from shadow_{table} (or `novadb purge --all`), then archive again"
+        )
+
+    def _delete_api_rows(self, uuids: list[str]) -> dict[str, int]:
+        """Delete the API DB's rows of archived instances, committed before the cell's batch."""
+        assert self.api_engine is not None
+        out = {}
+        for attempt in retrying():
+            with attempt, self.api_engine.begin() as aconn:
+                out = {}
+                for name in API_TABLES:
+                    table = self.api_tables[name]
+                    result = aconn.execute(
+                        sa.delete(table).where(table.c.instance_uuid.in_(uuids))
+                    )
+                    out[f"API_DB.{name}"] = result.rowcount
+        return out
+
+
+def archive_cell(
+    engine: Engine,
+    api_engine: Engine | None,
+    options: ArchiveOptions,
+    *,
+    name: str = "main",
+    progress: Progress = ignore,
+    stop: threading.Event | None = None,
+) -> CellArchive:
+    """Archive one cell database (its API rows in ``api_engine``, when given)."""
+    options.validate()
+    budget = Budget(None if options.until_complete else options.batch_size)
+    run = _CellRun(
+        engine, api_engine, name, options, progress,
+        StopWhen.after(options.max_runtime, stop), budget,
+    )  # fmt: skip
+    return run.run()
+
+
+def archive(
+    settings: Settings,
+    options: ArchiveOptions,
+    *,
+    progress: Progress = ignore,
+    stop: threading.Event | None = None,
+) -> ArchiveResult:
+    """Archive the local cell database, or every cell with ``all_cells``."""
+    options.validate()
+    started = time.monotonic()
+    try:
+        api_engine = create_engine(settings.url("api"))
+    except DatabaseUnreachable as exc:
+        raise DatabaseUnreachable(
+            f"Failed to connect to API DB so aborting this archival attempt ({exc}). Check "
+            "[api_database]/connection (or --api-database) and run this command again",
+            exit_code=3,
+        ) from exc
+    try:
+        cells = cell_targets(settings, api_engine, all_cells=options.all_cells)
+        stop_when = StopWhen.after(options.max_runtime, stop)
+        budget = Budget(None if options.until_complete else options.batch_size)
+
+        def one(cell: CellTarget, engine: Engine) -> CellArchive:
+            return _CellRun(
+                engine, api_engine, cell.name, options, progress, stop_when, budget
+            ).run()
+
+        results = run_cells(cells, one, workers=options.workers)
+    finally:
+        api_engine.dispose()
+    result = _combine(results, options, time.monotonic() - started)
+    if options.purge and result.total and not options.dry_run:
+        result.purge = purge(
+            settings,
+            PurgeOptions(purge_all=True, all_cells=options.all_cells),
+            progress=progress,
+        )
+    return result
+
+
+def _combine(cells: list[CellArchive], options: ArchiveOptions, elapsed: float) -> ArchiveResult:
+    prefix = options.all_cells
+    rows: dict[str, int] = {}
+    api: Counter[str] = Counter()
+    held: dict[str, int] = {}
+    failures: list[str] = []
+    for cell in cells:
+        for table, n in cell.rows.items():
+            rows[f"{cell.name}.{table}" if prefix else table] = n
+        for table, n in cell.held_back.items():
+            held[f"{cell.name}.{table}" if prefix else table] = n
+        api.update(cell.api_rows)
+        for table in cell.api_rows:
+            api.setdefault(table, 0)
+        failures += cell.failures
+    for table in sorted(api):
+        rows[f"API_DB.{table}"] = api[table]
+    total = sum(n for k, n in rows.items() if not k.startswith("API_DB."))
+    stopped = next((c.stopped for c in cells if c.stopped), None)
+    return ArchiveResult(
+        rows=rows,
+        total=total,
+        batches=sum(c.batches for c in cells),
+        complete=all(c.complete for c in cells),
+        elapsed=round(elapsed, 3),
+        dry_run=options.dry_run,
+        stopped=stopped,
+        held_back=held,
+        failures=failures,
+        cells=cells,
+    )

@@ -1,0 +1,245 @@
+"""``purge``: delete rows from shadow tables, older than a date or all of them.
+
+Which column dates a shadow row is Nova's rule: ``deleted_at``, else
+``updated_at``, else ``created_at``, except ``shadow_instance_actions(_events)``
+(``created_at``: they are never soft-deleted) and ``shadow_task_log``
+(``updated_at``).  Nova runs one unbounded DELETE per table; here each table is
+walked by primary key in bounded batches, so a purge of millions of rows never
+builds one huge transaction and can stop cleanly between batches.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from novadb.batching import StopWhen, retrying
+from novadb.config import Settings
+from novadb.connections import create_engine
+from novadb.errors import BadInput, NovaDbError
+from novadb.fanout import CellTarget, cell_targets, run_cells
+from novadb.locking import DEFAULT_TIMEOUT, database_lock
+from novadb.progress import Event, Progress, ignore
+from novadb.schema_graph import PURGE_TIMESTAMP
+
+LOCK_NAME = "archive"  # archive and purge never run together on one database
+
+
+@dataclass(frozen=True)
+class PurgeOptions:
+    """What to purge (``before`` wins over ``purge_all``, as in nova-manage)."""
+
+    before: datetime | None = None
+    purge_all: bool = False
+    all_cells: bool = False
+    batch_size: int = 10000
+    dry_run: bool = False
+    workers: int = 4
+    lock_timeout: float = DEFAULT_TIMEOUT
+
+    def validate(self) -> None:
+        """Exit 1 without --before or --all (nova-manage's code); 2 for a bad batch size."""
+        if self.before is None and not self.purge_all:
+            raise BadInput("Either --before or --all is required", exit_code=1)
+        if self.batch_size < 1:
+            raise BadInput("--batch-size must be a positive integer, e.g. --batch-size 10000")
+
+
+@dataclass
+class CellPurge:
+    """Rows deleted (or, in a dry run, to delete) per shadow table of one cell."""
+
+    name: str
+    identity: str
+    rows: dict[str, int] = field(default_factory=dict)
+    columns: dict[str, str] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+    stopped: str | None = None
+
+
+@dataclass
+class PurgeResult:
+    """Rows per shadow table (``<cell>.`` prefixed with --all-cells)."""
+
+    rows: dict[str, int]
+    total: int
+    elapsed: float
+    dry_run: bool
+    stopped: str | None
+    messages: list[str]
+    cells: list[CellPurge]
+
+
+def timestamp_column(table: sa.Table) -> str | None:
+    """The column that dates a shadow row under Nova's rule, or None."""
+    if table.name in PURGE_TIMESTAMP:
+        return PURGE_TIMESTAMP[table.name]
+    for name in ("deleted_at", "updated_at", "created_at"):
+        if name in table.c:
+            return name
+    return None
+
+
+def _shadow_tables(conn: Connection) -> list[sa.Table]:
+    names = sorted(n for n in sa.inspect(conn).get_table_names() if n.startswith("shadow_"))
+    meta = sa.MetaData()
+    meta.reflect(conn, only=names)
+    return [meta.tables[n] for n in names]
+
+
+class _CellPurge:
+    def __init__(
+        self, engine: Engine, cell: CellTarget, options: PurgeOptions, progress: Progress,
+        stop: StopWhen,
+    ) -> None:  # fmt: skip
+        self.engine = engine
+        self.options = options
+        self.progress = progress
+        self.stop = stop
+        self.result = CellPurge(cell.name, cell.identity)
+
+    def run(self) -> CellPurge:
+        with database_lock(self.engine, LOCK_NAME, self.options.lock_timeout):
+            with self.engine.connect() as conn:
+                tables = _shadow_tables(conn)
+            for table in tables:
+                reason = self.stop.reason()
+                if reason is not None:
+                    self.result.stopped = reason
+                    break
+                self._table(table)
+        return self.result
+
+    def _condition(self, table: sa.Table) -> tuple[Any, str] | None:
+        if self.options.before is None:
+            return sa.true(), "(n/a)"
+        column = timestamp_column(table)
+        if column is None:
+            self.result.messages.append(
+                f"{self.result.identity}: Unable to purge table {table.name} because it has "
+                "no timestamp column"
+            )
+            return None
+        return table.c[column] < self.options.before, column
+
+    def _table(self, table: sa.Table) -> None:
+        found = self._condition(table)
+        if found is None:
+            return
+        where, column = found
+        if self.options.dry_run:
+            with self.engine.connect() as conn:
+                count = int(
+                    conn.execute(
+                        sa.select(sa.func.count()).select_from(table).where(where)
+                    ).scalar()
+                    or 0
+                )
+        else:
+            count = self._delete(table, where)
+        if count:
+            self.result.rows[table.name] = count
+            self.result.columns[table.name] = column
+            verb = "Would delete" if self.options.dry_run else "Deleted"
+            self.result.messages.append(
+                f"{self.result.identity}: {verb} {count} rows from {table.name} based on "
+                f"timestamp column {column}"
+            )
+
+    def _delete(self, table: sa.Table, where: Any) -> int:
+        pk = list(table.primary_key.columns)
+        if len(pk) != 1 or not isinstance(pk[0].type, sa.Integer):
+            return self._run(sa.delete(table).where(where))
+        key = pk[0]
+        deleted = 0
+        after: int | None = None
+        while True:
+            if self.stop.reason() is not None:
+                self.result.stopped = self.stop.reason()
+                return deleted
+            window = sa.select(key).where(where)
+            if after is not None:
+                window = window.where(key > after)
+            window = window.order_by(key).limit(self.options.batch_size).subquery()
+            with self.engine.connect() as conn:
+                last = conn.execute(sa.select(sa.func.max(window.c[key.name]))).scalar()
+            if last is None:
+                return deleted
+            lower = [key > after] if after is not None else []
+            n = self._run(sa.delete(table).where(where, key <= last, *lower))
+            deleted += n
+            after = int(last)
+            self.progress(Event(
+                "purge", "batch", f"{self.result.name}: {table.name}: {n} rows (total {deleted})",
+                {"cell": self.result.name, "table": table.name, "rows": n, "total": deleted},
+            ))  # fmt: skip
+
+    def _run(self, statement: sa.Delete) -> int:
+        for attempt in retrying():
+            with attempt, self.engine.begin() as conn:
+                return int(conn.execute(statement).rowcount)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def purge_cell(
+    engine: Engine,
+    options: PurgeOptions,
+    *,
+    cell: CellTarget | None = None,
+    progress: Progress = ignore,
+    stop: threading.Event | None = None,
+) -> CellPurge:
+    """Purge one cell database's shadow tables."""
+    options.validate()
+    target = cell or CellTarget("main", str(engine.url), "DB")
+    return _CellPurge(engine, target, options, progress, StopWhen.after(None, stop)).run()
+
+
+def purge(
+    settings: Settings,
+    options: PurgeOptions,
+    *,
+    progress: Progress = ignore,
+    stop: threading.Event | None = None,
+) -> PurgeResult:
+    """Purge the local cell database, or every cell with ``all_cells``."""
+    options.validate()
+    started = time.monotonic()
+    api_engine = None
+    if options.all_cells:
+        try:
+            api_engine = create_engine(settings.url("api"))
+        except NovaDbError as exc:
+            raise NovaDbError(
+                f"Unable to get cell list from API DB. Is it configured? ({exc})", exit_code=4
+            ) from exc
+    try:
+        cells = cell_targets(settings, api_engine, all_cells=options.all_cells)
+    finally:
+        if api_engine is not None:
+            api_engine.dispose()
+    stop_when = StopWhen.after(None, stop)
+    results = run_cells(
+        cells,
+        lambda cell, engine: _CellPurge(engine, cell, options, progress, stop_when).run(),
+        workers=options.workers,
+    )
+    rows: dict[str, int] = {}
+    for cell in results:
+        for table, n in cell.rows.items():
+            rows[f"{cell.name}.{table}" if options.all_cells else table] = n
+    return PurgeResult(
+        rows=rows,
+        total=sum(rows.values()),
+        elapsed=round(time.monotonic() - started, 3),
+        dry_run=options.dry_run,
+        stopped=next((c.stopped for c in results if c.stopped), None),
+        messages=[m for c in results for m in c.messages],
+        cells=results,
+    )
