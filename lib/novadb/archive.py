@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from novadb import dberrors
-from novadb.archive_sql import Criteria, Schema, Tree, would_move
+from novadb.archive_sql import Criteria, Keys, Schema, Tree, would_move
 from novadb.batching import DEFAULT_MAX_BYTES, Budget, StopWhen, retrying, row_sizes
 from novadb.config import Settings
 from novadb.connections import create_engine, mask
@@ -86,6 +86,7 @@ class CellArchive:
     rows: dict[str, int] = field(default_factory=dict)
     api_rows: dict[str, int] = field(default_factory=dict)
     batches: int = 0
+    retries: int = 0
     complete: bool = False
     stopped: str | None = None
     held_back: dict[str, int] = field(default_factory=dict)
@@ -153,6 +154,7 @@ class _CellRun:
         self.failed: set[str] = set()
         self.limits: dict[str, int] = {}
         self.sizes: dict[str, tuple[int, int]] = {}
+        self._lock = threading.Lock()
 
     # -- the run -----------------------------------------------------------
     def run(self) -> CellArchive:
@@ -276,6 +278,11 @@ class _CellRun:
         return int(total)
 
     def _walk(self, tree: Tree) -> int:
+        """Walk ``tree.root`` by primary key, one batch at a time.
+
+        (Two batches in flight were tried: on MariaDB they deadlock now and
+        then on the children's secondary indexes and were slower overall.)
+        """
         after = 0
         moved = 0
         while True:
@@ -291,15 +298,14 @@ class _CellRun:
                 ids = [int(r[0]) for r in conn.execute(tree.candidates(after, limit))]
             if not ids:
                 return moved
-            counts = self._batch(tree, ids)
             after = ids[-1]
+            counts = self._batch(tree, ids)
             if counts is None:  # the tree failed; _fail said why
                 return moved
-            roots = counts.get(tree.root, 0)
-            self.budget.spend(roots)
-            moved += sum(v for k, v in counts.items() if not k.startswith("API_DB."))
+            self.budget.spend(counts.get(tree.root, 0))
             if counts:
                 self._record(tree, counts)
+            moved += sum(v for k, v in counts.items() if not k.startswith("API_DB."))
             self.stop.sleep(self.options.sleep)
 
     def _record(self, tree: Tree, counts: dict[str, int]) -> None:
@@ -328,7 +334,7 @@ class _CellRun:
     def _batch(self, tree: Tree, ids: list[int]) -> dict[str, int] | None:
         """Move one batch, retrying conflicts, halving on "too big", checking lost commits."""
         try:
-            for attempt in retrying(retry_on=_is_redo):
+            for attempt in retrying(retry_on=_is_redo, on_retry=self._retried):
                 with attempt:
                     return self._batch_checked(tree, ids)
         except _Blocked as exc:
@@ -356,6 +362,11 @@ class _CellRun:
             raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _retried(self, exc: BaseException | None) -> None:
+        with self._lock:
+            self.result.retries += 1
+        self.progress(Event("archive", "retry", f"{self.result.name}: retrying a batch: {exc}"))
+
     def _batch_checked(self, tree: Tree, ids: list[int]) -> dict[str, int]:
         try:
             return self._batch_once(tree, ids)
@@ -380,12 +391,12 @@ class _CellRun:
                 for name, q in tree.shadow_counts(keys).items()
             }
 
-    def _shadow_keys(self, conn: Connection, tree: Tree, ids: list[int]) -> dict[str, list[Any]]:
+    def _shadow_keys(self, conn: Connection, tree: Tree, ids: list[int]) -> Keys:
         shadow = tree.schema.shadow[tree.root]
         rows = conn.execute(
             sa.select(*(shadow.c[c] for c in tree.key_columns)).where(shadow.c.id.in_(ids))
         ).all()
-        return {c: [r[i] for r in rows] for i, c in enumerate(tree.key_columns)}
+        return tree.root_keys(rows)
 
     def _batch_once(self, tree: Tree, ids: list[int]) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -397,7 +408,7 @@ class _CellRun:
             rows = conn.execute(tree.lock(ids)).all()
             if not rows:
                 return counts
-            keys = {c: [r[i] for r in rows] for i, c in enumerate(tree.key_columns)}
+            keys = tree.expand(conn, tree.root_keys(rows))
             for move in tree.moves(keys):
                 try:
                     inserted = conn.execute(move.insert).rowcount
@@ -420,11 +431,11 @@ class _CellRun:
                 if deleted:
                     counts[move.table] = deleted
             if tree.root == "instances" and self.api_tables:
-                uuids = [u for u in keys["uuid"] if u is not None]
+                uuids = [u for u in keys[("instances", "uuid")] if u is not None]
                 counts.update(self._delete_api_rows(uuids))
         return counts
 
-    def _conflict(self, tree: Tree, table: str, keys: dict[str, list[Any]]) -> ShadowConflict:
+    def _conflict(self, tree: Tree, table: str, keys: Keys) -> ShadowConflict:
         with self.engine.connect() as conn:
             dup = [str(r[0]) for r in conn.execute(tree.duplicates(table, keys))]
         return ShadowConflict(

@@ -28,6 +28,9 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from novadb.schema_graph import Edge, Graph
 
+Keys = dict[tuple[str, str], list[Any]]
+"""Known key values per (table, column) of one batch."""
+
 
 @dataclass(frozen=True)
 class Criteria:
@@ -175,20 +178,22 @@ class Tree:
             .with_for_update()
         )
 
-    def member(
-        self, table: str, keys: dict[str, list[Any]], tables: dict[str, sa.Table]
-    ) -> ColumnElement[bool]:
-        """Rows of ``table`` (in ``tables``: live or shadow) that belong to this batch."""
+    def member(self, table: str, keys: Keys, tables: dict[str, sa.Table]) -> ColumnElement[bool]:
+        """Rows of ``table`` (in ``tables``: live or shadow) that belong to this batch.
+
+        A parent's key values come from ``keys`` when known (the root's locked
+        rows, and what :meth:`expand` read), else from a subquery.
+        """
         t = tables[table]
         if table == self.root:
-            return t.c.id.in_(keys["id"])
+            return t.c.id.in_(keys[(self.root, "id")])
         clauses = []
         for edge in self.edges:
             if edge.child != table:
                 continue
-            if edge.parent == self.root:
-                values = [v for v in keys[edge.parent_column] if v is not None]
-                clauses.append(t.c[edge.column].in_(values))
+            known = keys.get((edge.parent, edge.parent_column))
+            if known is not None:
+                clauses.append(t.c[edge.column].in_([v for v in known if v is not None]))
             else:
                 parent = tables[edge.parent]
                 parents = sa.select(parent.c[edge.parent_column]).where(
@@ -197,7 +202,33 @@ class Tree:
                 clauses.append(t.c[edge.column].in_(parents))
         return sa.or_(*clauses)
 
-    def moves(self, keys: dict[str, list[Any]]) -> list[Move]:
+    def root_keys(self, rows: Sequence[Any]) -> Keys:
+        """Key values of the locked root rows, as :meth:`member` wants them."""
+        return {(self.root, c): [r[i] for r in rows] for i, c in enumerate(self.key_columns)}
+
+    def expand(self, conn: Connection, keys: Keys) -> Keys:
+        """Read (and lock) the key values of the tree's inner parents, top down.
+
+        ``DELETE ... WHERE x IN (SELECT ...)`` is not semi-join optimised by
+        MariaDB: the subquery would run once per row of the child table.  With
+        the values read first, every statement is an index lookup.  Locking
+        them keeps the set fixed until the batch commits.
+        """
+        out = dict(keys)
+        for edge in reversed(self.edges):  # parents before their children
+            key = (edge.parent, edge.parent_column)
+            if edge.parent == self.root or key in out:
+                continue
+            parent = self.schema.live[edge.parent]
+            query = (
+                sa.select(parent.c[edge.parent_column])
+                .where(self.member(edge.parent, out, self.schema.live))
+                .with_for_update()
+            )
+            out[key] = [r[0] for r in conn.execute(query)]
+        return out
+
+    def moves(self, keys: Keys) -> list[Move]:
         """INSERT...SELECT and DELETE per table, children first, root last."""
         out = []
         for name in self.tables:
@@ -210,7 +241,7 @@ class Tree:
             out.append(Move(name, insert, sa.delete(live).where(where)))
         return out
 
-    def shadow_counts(self, keys: dict[str, list[Any]]) -> dict[str, sa.Select[Any]]:
+    def shadow_counts(self, keys: Keys) -> dict[str, sa.Select[Any]]:
         """Count this batch's rows in the shadow tables (after a lost connection)."""
         return {
             name: sa.select(sa.func.count())
@@ -219,7 +250,7 @@ class Tree:
             for name in self.tables
         }
 
-    def duplicates(self, table: str, keys: dict[str, list[Any]]) -> sa.Select[Any]:
+    def duplicates(self, table: str, keys: Keys) -> sa.Select[Any]:
         """Ids of this batch's ``table`` rows that its shadow twin already holds."""
         live, shadow = self.schema.live[table], self.schema.shadow[table]
         return (
@@ -231,32 +262,33 @@ class Tree:
         )  # fmt: skip
 
 
-def would_move(schema: Schema, criteria: Criteria) -> dict[str, sa.Select[Any]]:
-    """Per table, a count of the rows an archive to completion would move (dry run).
+def moved_clause(
+    schema: Schema, criteria: Criteria, name: str, depth: int = 0
+) -> ColumnElement[bool]:
+    """Rows of ``name`` that an archive to completion moves.
 
-    A row moves when it is eligible on its own (and, as a root, not held back),
-    or when it references a row that moves: the closure the real run reaches
-    table by table.
+    A row moves when it is eligible on its own (and, as a root, not held
+    back), or when it references a row that moves: the closure the real run
+    reaches table by table.
     """
-    graph = schema.graph
+    table = schema.live[name]
+    clauses = [Tree(schema, name, criteria).eligible()]
+    if depth < 8:
+        for edge in schema.graph.edges:
+            if edge.child == name:
+                parent = schema.live[edge.parent]
+                parents = sa.select(parent.c[edge.parent_column]).where(
+                    moved_clause(schema, criteria, edge.parent, depth + 1)
+                )
+                clauses.append(table.c[edge.column].in_(parents))
+    return sa.or_(*clauses)
 
-    def moved(name: str, depth: int) -> ColumnElement[bool]:
-        table = schema.live[name]
-        clauses = [Tree(schema, name, criteria).eligible()]
-        if depth < 8:
-            for edge in graph.edges:
-                if edge.child == name:
-                    parent = schema.live[edge.parent]
-                    clauses.append(
-                        table.c[edge.column].in_(
-                            sa.select(parent.c[edge.parent_column]).where(
-                                moved(edge.parent, depth + 1)
-                            )
-                        )
-                    )
-        return sa.or_(*clauses)
 
+def would_move(schema: Schema, criteria: Criteria) -> dict[str, sa.Select[Any]]:
+    """Per table, a count of the rows an archive to completion would move (dry run)."""
     return {
-        name: sa.select(sa.func.count()).select_from(schema.live[name]).where(moved(name, 0))
-        for name in graph.tables
+        name: sa.select(sa.func.count())
+        .select_from(schema.live[name])
+        .where(moved_clause(schema, criteria, name))
+        for name in schema.graph.tables
     }

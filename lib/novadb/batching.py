@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from tenacity import (
+    RetryCallState,
     Retrying,
     retry_if_exception,
     stop_after_attempt,
@@ -29,10 +30,18 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
 def retrying(
-    attempts: int = 10, retry_on: Callable[[BaseException], bool] = dberrors.is_retryable
+    attempts: int = 10,
+    retry_on: Callable[[BaseException], bool] = dberrors.is_retryable,
+    on_retry: Callable[[BaseException | None], None] | None = None,
 ) -> Retrying:
     """Retry a whole batch on deadlocks, lock waits and certification failures, jittered."""
+
+    def before_sleep(state: RetryCallState) -> None:
+        if on_retry is not None:
+            on_retry(state.outcome.exception() if state.outcome else None)
+
     return Retrying(
+        before_sleep=before_sleep,
         retry=retry_if_exception(retry_on),
         stop=stop_after_attempt(attempts),
         wait=wait_random_exponential(multiplier=0.05, max=5),
