@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from dateutil import parser as dateutil_parser
 
@@ -24,5 +24,5 @@ def parse_before(text: str, *, exit_code: int) -> datetime:
             exit_code=exit_code,
         ) from exc
     if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
     return value

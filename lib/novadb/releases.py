@@ -7,6 +7,7 @@ newest release whose schema a database satisfies.
 
 from __future__ import annotations
 
+from novadb import revisions
 from novadb.errors import BadInput
 
 # In order.  (series, codename); series is YYYY.N from 2023.1 on.
@@ -75,3 +76,25 @@ def revisions_in(database: str, index: int) -> set[str]:
     return {
         rev for rev, series in FIRST_RELEASE[database].items() if release_index(series) <= index
     }
+
+
+def schema_position(database: str, current: str | None, index: int) -> str:
+    """Where a database's schema stands against a release's: behind, at or ahead."""
+    wanted = revisions_in(database, index)
+    if current is None:
+        return "behind" if wanted else "at"
+    chain = revisions.chain(database)
+    done = set(chain[: chain.index(current) + 1]) if current in chain else set()
+    if not wanted <= done:
+        return "behind"
+    return "ahead" if done - wanted else "at"
+
+
+def release_for_nova_version(version: str) -> int | None:
+    """Release index of an installed Nova package version (24.x is Xena, 34.x 2026.2)."""
+    try:
+        major = int(version.split(":")[-1].split(".")[0])
+    except ValueError:
+        return None
+    index = major - 24
+    return index if 0 <= index < len(RELEASES) else None

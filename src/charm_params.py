@@ -1,0 +1,133 @@
+"""Typed action params and config, and the small pieces that turn results into action results.
+
+The charm's handlers stay thin: ops validates and converts params into these
+dataclasses (``event.load_params``), the library does the work, and
+:func:`flatten` turns a result into Juju's flat, kebab-case result keys.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from novadb.progress import Event
+
+
+@dataclass(frozen=True)
+class CharmConfig:
+    """The charm's config options (``openstack-origin`` empty: detect from packages)."""
+
+    nova_conf: str = "/etc/nova/nova.conf"
+    database_secret: str | None = None
+    openstack_origin: str = ""
+
+
+@dataclass(frozen=True)
+class SyncParams:
+    """Params of the sync action."""
+
+    database: str = "all"
+    revision: str | None = None
+    release: str | None = None
+    local_cell: bool = False
+
+
+@dataclass(frozen=True)
+class VersionParams:
+    """Params of the version action."""
+
+    database: str = "all"
+    local_cell: bool = False
+
+
+@dataclass(frozen=True)
+class ArchiveParams:
+    """Params of the archive action (the CLI's options)."""
+
+    batch_size: int = 1000
+    until_complete: bool = False
+    before: str | None = None
+    all_cells: bool = False
+    task_log: bool = False
+    sleep: float = 0.0
+    purge: bool = False
+    max_runtime: float | None = None
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class PurgeParams:
+    """Params of the purge action."""
+
+    before: str | None = None
+    all: bool = False
+    all_cells: bool = False
+    batch_size: int = 10000
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class NullUuidParams:
+    """Params of the null-instance-uuid-scan action."""
+
+    delete: bool = False
+
+
+@dataclass(frozen=True)
+class ArchiveDataParams:
+    """COU's archive-data: batch-size, bounded by max-runtime."""
+
+    batch_size: int = 1000
+    max_runtime: float = 3000.0
+
+
+@dataclass(frozen=True)
+class PurgeDataParams:
+    """COU's purge-data: before, or everything when absent."""
+
+    before: str | None = None
+
+
+_KEY = re.compile(r"[^a-z0-9.-]+")
+
+
+def result_key(*parts: str) -> str:
+    """A Juju result key: lowercase, ``_`` → ``-``, parts joined by dots."""
+    key = ".".join(_KEY.sub("-", p.lower().replace("_", "-")).strip("-.") for p in parts)
+    return key.strip(".")
+
+
+def flatten(rows: dict[str, int], prefix: str = "rows") -> dict[str, str]:
+    """``{"cell1.instances": 3}`` → ``{"rows.cell1.instances": "3"}``."""
+    return {result_key(prefix, *table.split(".")): str(n) for table, n in sorted(rows.items())}
+
+
+class ThrottledLog:
+    """Forward progress to ``event.log``: the first event, then at most one a second.
+
+    ``flush`` sends the last event held back, so the final state is always logged.
+    """
+
+    def __init__(self, log: Callable[[str], None], interval: float = 1.0) -> None:
+        self._log = log
+        self._interval = interval
+        self._last = float("-inf")
+        self._held: str | None = None
+
+    def __call__(self, event: Event) -> None:
+        """Log now, or hold the message until a second has passed (warnings: always now)."""
+        now = time.monotonic()
+        if event.kind == "warning" or now - self._last >= self._interval:
+            self._log(event.message)
+            self._last = now
+            self._held = None
+        else:
+            self._held = event.message
+
+    def flush(self) -> None:
+        """Log the message held back, if any."""
+        if self._held is not None:
+            self._log(self._held)
+            self._held = None
