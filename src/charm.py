@@ -90,9 +90,8 @@ class NovaCloudControllerCharm(ops.CharmBase):
         urls: dict[str, str | None] = {}
         if config.database_secret:
             try:
-                content = self.model.get_secret(id=config.database_secret).get_content(
-                    refresh=True
-                )
+                # ops' load_config already turned the option into a Secret.
+                content = config.database_secret.get_content(refresh=True)
             except (ops.SecretNotFoundError, ops.ModelError) as exc:
                 raise ConfigError(
                     "database-secret cannot be read; grant it to the application "
@@ -232,7 +231,13 @@ class NovaCloudControllerCharm(ops.CharmBase):
             result = archive(self._settings(), options, progress=log)
             out = _archive_results(result)
             text = render.archive_text(result)
-            if result.total and result.complete:
+            if not result.total and not result.complete:
+                # Stopped before moving anything: COU must not read "Nothing
+                # was archived" as "nothing is left".
+                text = (
+                    f"Archive stopped ({result.stopped or 'failed'}) before moving rows; run again"
+                )
+            elif result.total and result.complete:
                 # COU repeats the action until it reads this sentence; say it
                 # now rather than make it call again for nothing.
                 text += "\nArchive complete: Nothing was archived in the final pass."
@@ -291,7 +296,8 @@ class NovaCloudControllerCharm(ops.CharmBase):
             event.add_status(ops.BlockedStatus(scrub(str(exc))[:200]))
             return
         pending = sum(d.pending for d in result.databases)
-        summary = "schema at head" if not pending else f"{pending} schema revisions pending"
+        plural = "s" if pending != 1 else ""
+        summary = "schema at head" if not pending else f"{pending} schema revision{plural} pending"
         installed = self._installed_release()
         if installed is not None:
             positions = {

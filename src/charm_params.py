@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import ops
 from novadb.progress import Event
 
 
@@ -20,7 +21,7 @@ class CharmConfig:
     """The charm's config options (``openstack-origin`` empty: detect from packages)."""
 
     nova_conf: str = "/etc/nova/nova.conf"
-    database_secret: str | None = None
+    database_secret: ops.Secret | None = None
     openstack_origin: str = ""
 
 

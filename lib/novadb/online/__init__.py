@@ -1,0 +1,5 @@
+"""Online data migrations: Nova 34's registry and Placement's, batched and honest.
+
+See :mod:`novadb.online.base` for the contract every migration keeps and
+:mod:`novadb.online.runner` for the loop ``novadb online-migrate`` runs.
+"""

@@ -1,0 +1,219 @@
+"""The ``online-migrate`` loop: batches until a batch finds nothing, or one run of --max-count.
+
+Nova stops as soon as a whole batch is unmigratable and reports success;
+here each migration walks its candidates with a cursor, so unmigratable rows
+are reported (id and reason) and the loop goes on to the migratable ones.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from novadb.batching import StopWhen
+from novadb.config import Settings
+from novadb.connections import create_engine
+from novadb.errors import BadInput, NovaDbError
+from novadb.fanout import cell_targets
+from novadb.online.base import Context, Migration, Unmigratable
+from novadb.online.registry import MIGRATIONS
+from novadb.progress import Event, Progress, ignore
+
+DATABASES = ("all", "main", "api", "placement")
+SHARED_PLACEMENT = (
+    "Placement shares the API database's URL; skipping its migrations "
+    "(set [placement_database]/connection, or run with --database placement)"
+)
+
+
+@dataclass
+class MigrationResult:
+    """Totals of one migration over every batch and cell of the run."""
+
+    name: str
+    database: str
+    found: int = 0
+    done: int = 0
+    unmigratable: list[Unmigratable] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class OnlineResult:
+    """The run: per migration totals, batches, and how it ended."""
+
+    migrations: list[MigrationResult]
+    batches: int
+    elapsed: float
+    complete: bool
+    failed: bool
+    done: int
+    max_count: int | None
+    stopped: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """nova-manage's: 2 a migration failed, 1 work done with --max-count, else 0."""
+        if self.failed and (self.max_count is None or not self.done):
+            return 2
+        if self.max_count is not None and self.done:
+            return 1
+        return 0
+
+
+@dataclass
+class _Unit:
+    migration: Migration
+    context: Context
+    result: MigrationResult
+    state: dict[str, Any] = field(default_factory=dict)
+    failed: bool = False
+
+
+def _validate(max_count: int | None, batch_size: int, database: str) -> None:
+    if max_count is not None and max_count < 1:
+        raise BadInput("Must supply a positive value for --max-count", exit_code=127)
+    if batch_size < 1:
+        raise BadInput("--batch-size must be a positive integer", exit_code=127)
+    if database not in DATABASES:
+        raise BadInput(f"--database must be one of {', '.join(DATABASES)}", exit_code=127)
+
+
+def online_migrate(
+    settings: Settings,
+    *,
+    max_count: int | None = None,
+    batch_size: int = 50,
+    database: str = "all",
+    all_cells: bool = False,
+    progress: Progress = ignore,
+    stop: threading.Event | None = None,
+) -> OnlineResult:
+    """Run every registered migration for ``database`` until done (or one --max-count run)."""
+    _validate(max_count, batch_size, database)
+    started = time.monotonic()
+    with ExitStack() as stack:
+
+        def engine(url: str) -> Engine:
+            created = create_engine(url)
+            stack.callback(created.dispose)
+            return created
+
+        api = engine(settings.url("api")) if database in ("all", "main", "api") else None
+        placement = None
+        if database in ("all", "placement"):
+            if settings.placement_is_api and database == "all":
+                progress(Event("online-migrate", "warning", SHARED_PLACEMENT))
+            else:
+                placement = engine(settings.url("placement"))
+        cells = cell_targets(settings, api, all_cells=all_cells) if api is not None else []
+        cell_engines = [(c.name, c.identity, engine(c.url)) for c in cells]
+        units = _units(settings, database, api, placement, cell_engines)
+        result = _loop(units, max_count, batch_size, progress, StopWhen.after(None, stop))
+    result.elapsed = round(time.monotonic() - started, 3)
+    return result
+
+
+def _units(
+    settings: Settings,
+    database: str,
+    api: Engine | None,
+    placement: Engine | None,
+    cells: list[tuple[str, str, Engine]],
+) -> list[_Unit]:
+    units: list[_Unit] = []
+    results: dict[str, MigrationResult] = {}
+    for m in MIGRATIONS:
+        if database not in ("all", m.database) and not (
+            database == "main" and m.database == "api"
+        ):
+            continue
+        result = results.setdefault(m.name, MigrationResult(m.name, m.database))
+        if m.database == "main":
+            for name, _identity, eng in cells:
+                units.append(
+                    _Unit(m, Context(settings, main=eng, api=api, cell_name=name), result)
+                )
+        elif m.database == "api" and api is not None:
+            units.append(_Unit(m, Context(settings, api=api, cells=list(cells)), result))
+        elif m.database == "placement" and placement is not None:
+            units.append(_Unit(m, Context(settings, placement=placement), result))
+    return units
+
+
+def _loop(
+    units: list[_Unit],
+    max_count: int | None,
+    batch_size: int,
+    progress: Progress,
+    stop: StopWhen,
+) -> OnlineResult:
+    results: list[MigrationResult] = []
+    for unit in units:
+        if unit.result not in results:
+            results.append(unit.result)
+    batches = ran_total = 0
+    complete = False
+    stopped = None
+    while True:
+        batches += 1
+        found_any = False
+        ran = 0
+        for unit in units:
+            if unit.failed:
+                continue
+            limit = batch_size if max_count is None else max_count - ran
+            if limit <= 0:
+                break
+            try:
+                outcome = unit.migration.func(unit.context, limit, unit.state)
+            except NovaDbError as exc:
+                unit.failed = True
+                unit.result.error = str(exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - Nova reports and goes on too
+                unit.failed = True
+                first = (str(exc).splitlines() or [""])[0]
+                unit.result.error = f"{type(exc).__name__}: {first}"
+                where = f"{unit.migration.name} ({unit.context.cell_name})"
+                progress(
+                    Event("online-migrate", "warning", f"{where} failed: {unit.result.error}")
+                )
+                continue
+            unit.result.found += outcome.found
+            unit.result.done += outcome.done
+            unit.result.unmigratable += outcome.unmigratable
+            found_any = found_any or outcome.found > 0
+            ran += outcome.done
+            if outcome.found:
+                progress(Event(
+                    "online-migrate", "batch",
+                    f"{unit.migration.name} ({unit.context.cell_name}): {outcome.found} found, "
+                    f"{outcome.done} migrated",
+                    {"migration": unit.migration.name, "cell": unit.context.cell_name,
+                     "found": outcome.found, "done": outcome.done, "batch": batches},
+                ))  # fmt: skip
+        ran_total += ran
+        if max_count is not None:
+            break
+        if not found_any:
+            complete = True
+            break
+        stopped = stop.reason()
+        if stopped is not None:
+            break
+    return OnlineResult(
+        migrations=results,
+        batches=batches,
+        elapsed=0.0,
+        complete=complete,
+        failed=any(u.failed for u in units),
+        done=ran_total,
+        max_count=max_count,
+        stopped=stopped,
+    )
