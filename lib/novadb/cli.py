@@ -28,8 +28,9 @@ from novadb.archive import ArchiveOptions, archive
 from novadb.config import Settings, load_settings
 from novadb.dates import parse_before
 from novadb.demo import run_demo
-from novadb.errors import NovaDbError
+from novadb.errors import BadInput, NovaDbError
 from novadb.null_uuid import null_instance_uuid_scan
+from novadb.online.runner import online_migrate
 from novadb.progress import Event
 from novadb.purge import PurgeOptions, purge
 from novadb.sync import sync, version
@@ -211,6 +212,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="count what would be deleted")
     p.add_argument("--verbose", action="store_true", help="print a line per shadow table")
+
+    p = add(
+        "online-migrate",
+        "Run Nova's and Placement's online data migrations.",
+        "novadb online-migrate",
+        "novadb online-migrate --max-count 1000",
+        "novadb online-migrate --database placement",
+        "novadb online-migrate --all-cells --batch-size 1000",
+    )
+    p.add_argument(
+        "--max-count",
+        metavar="N",
+        help="one run of at most N rows, then exit 1 if work was done (default: until done)",
+    )
+    p.add_argument(
+        "--batch-size",
+        metavar="N",
+        default="50",
+        help="rows per migration per batch when running until done (default 50)",
+    )
+    p.add_argument(
+        "--database",
+        dest="target",
+        choices=("all", "main", "api", "placement"),
+        default="all",
+        help="which migrations: the cell's, the API's, Placement's, or all (default)",
+    )
+    p.add_argument("--all-cells", action="store_true", help="cell0 and every mapped cell")
 
     p = add(
         "demo",
@@ -400,12 +429,48 @@ def _cmd_purge(args: argparse.Namespace, out: _Output) -> int:
     return 0 if result.total else 3
 
 
+def _count(value: str | None, option: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise BadInput(f"Must supply a positive value for {option}", exit_code=127) from None
+
+
+def _cmd_online(args: argparse.Namespace, out: _Output) -> int:
+    max_count = _count(args.max_count, "--max-count")
+    batch_size = _count(args.batch_size, "--batch-size") or 0
+    if max_count is None and not out.as_json:
+        out.err.print(f"Running batches of {batch_size} until complete", highlight=False)
+    with _stop_on_ctrl_c() as stop:
+        result = online_migrate(
+            _settings(args),
+            max_count=max_count,
+            batch_size=batch_size,
+            database=args.target,
+            all_cells=args.all_cells,
+            progress=out.progress,
+            stop=stop,
+        )
+    if out.as_json:
+        out.result(result, render.online_text)
+    else:
+        out.out.print(render.online_text(result), markup=False)
+    if result.exit_code == 2:
+        sys.stderr.write(
+            "novadb: error: Some migrations failed unexpectedly; see the messages above\n"
+        )
+    return result.exit_code
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, _Output], int]] = {
     "sync": _cmd_sync,
     "version": _cmd_version,
     "null-instance-uuid-scan": _cmd_null_uuid,
     "archive": _cmd_archive,
     "purge": _cmd_purge,
+    "online-migrate": _cmd_online,
     "demo": _cmd_demo,
 }
 

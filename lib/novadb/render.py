@@ -15,6 +15,7 @@ from rich.table import Table
 
 from novadb.archive import ArchiveResult
 from novadb.null_uuid import NullUuidResult
+from novadb.online.runner import OnlineResult
 from novadb.purge import PurgeResult
 from novadb.sync import SyncResult, VersionResult
 
@@ -56,17 +57,20 @@ def null_uuid_table(result: NullUuidResult) -> Table:
     return table
 
 
-def ascii_table(headers: tuple[str, str], rows: list[tuple[str, str]]) -> str:
-    """A left-aligned two-column table in nova-manage's (PrettyTable) layout.
+def ascii_table(
+    headers: tuple[str, ...], rows: list[tuple[str, ...]], *, centered: bool = False
+) -> str:
+    """A table in nova-manage's (PrettyTable) layout: left-aligned, or centered.
 
     Scripts and COU read this text, so it stays exactly nova-manage's shape
     rather than a rich table.
     """
-    widths = [max(len(headers[i]), *(len(r[i]) for r in rows)) for i in range(2)]
+    widths = [max(len(headers[i]), *(len(r[i]) for r in rows)) for i in range(len(headers))]
     rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    spec = "^" if centered else "<"
 
-    def line(cells: tuple[str, str]) -> str:
-        return "|" + "|".join(f" {c:<{w}} " for c, w in zip(cells, widths, strict=True)) + "|"
+    def line(cells: tuple[str, ...]) -> str:
+        return "|" + "|".join(f" {c:{spec}{w}} " for c, w in zip(cells, widths, strict=True)) + "|"
 
     return "\n".join([rule, line(headers), rule, *(line(r) for r in rows), rule])
 
@@ -96,6 +100,25 @@ def archive_summary(result: ArchiveResult) -> str:
         held = ", ".join(f"{t} {n}" for t, n in sorted(result.held_back.items()))
         text += f"\nheld back (still referenced by tables archive does not move): {held}"
     return text
+
+
+def online_text(result: OnlineResult) -> str:
+    """nova-manage's table (``Migration | Total Needed | Completed``), then what could not move."""
+    rows = [
+        (m.name, str(m.found), str(m.done))
+        for m in sorted(result.migrations, key=lambda m: m.name)
+    ]
+    lines = (
+        [ascii_table(("Migration", "Total Needed", "Completed"), rows, centered=True)]
+        if rows
+        else []
+    )
+    for m in result.migrations:
+        for u in m.unmigratable:
+            lines.append(f"{m.name}: {u.table} {u.id} not migrated: {u.reason}")
+        if m.error:
+            lines.append(f"{m.name}: failed: {m.error}")
+    return "\n".join(lines)
 
 
 def purge_text(result: PurgeResult) -> str:
