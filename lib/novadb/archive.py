@@ -254,7 +254,8 @@ class _CellRun:
     def _fail(self, table: str, message: str) -> None:
         self.failed.add(table)
         self.result.failures.append(f"{self.result.name}: {table}: {message}")
-        self.progress(Event("archive", "warning", f"{self.result.name}: {table}: {message}"))
+        # Reported once, by the caller, as an error; the event is for live logs.
+        self.progress(Event("archive", "failure", f"{self.result.name}: {table}: {message}"))
 
     def _limit(self, tree: Tree) -> int:
         """Parent rows per batch: the batch size, lowered to keep under the byte bound."""
@@ -440,7 +441,8 @@ class _CellRun:
             dup = [str(r[0]) for r in conn.execute(tree.duplicates(table, keys))]
         return ShadowConflict(
             f"shadow_{table} already holds id(s) {', '.join(dup) or '?'} that archive would "
-            f"move from {table} (AUTO_INCREMENT reuse after a server restart); nothing was "
+            f"move from {table} (e.g. AUTO_INCREMENT reuse after a server restart, or rows "
+            f"restored by hand); nothing was "
             f"moved or lost. Compare those rows; if the shadow copies are stale, delete them "
             f"from shadow_{table} (or `novadb purge --all`), then archive again"
         )

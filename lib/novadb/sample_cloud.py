@@ -64,7 +64,11 @@ class GeneratedCell:
 
 
 class _Ids:
-    """Next free id per table, starting after what the database already holds."""
+    """Next free id per table, after what the table *and its shadow twin* hold.
+
+    Like a running server's AUTO_INCREMENT, ids of rows already archived are
+    never handed out again.
+    """
 
     def __init__(self, conn: Connection, meta: sa.MetaData) -> None:
         self._conn = conn
@@ -73,9 +77,13 @@ class _Ids:
 
     def take(self, table: str) -> int:
         if table not in self._next:
-            t = self._meta.tables[table]
-            current = self._conn.execute(sa.select(sa.func.max(t.c.id))).scalar()
-            self._next[table] = (current or 0) + 1
+            highest = 0
+            for name in (table, f"shadow_{table}"):
+                if name in self._meta.tables:
+                    t = self._meta.tables[name]
+                    current = self._conn.execute(sa.select(sa.func.max(t.c.id))).scalar()
+                    highest = max(highest, int(current or 0))
+            self._next[table] = highest + 1
         value = self._next[table]
         self._next[table] += 1
         return value
@@ -83,7 +91,8 @@ class _Ids:
 
 def _tables(engine: Engine, names: list[str]) -> sa.MetaData:
     meta = sa.MetaData()
-    meta.reflect(engine, only=names)
+    present = set(sa.inspect(engine).get_table_names())
+    meta.reflect(engine, only=[n for n in names if n in present])
     return meta
 
 
@@ -258,7 +267,7 @@ def populate(
 ) -> GeneratedCell:
     """Write ``spec``'s cloud into a cell database (and its API database)."""
     rng = random.Random(spec.seed)
-    meta = _tables(main, MAIN_TABLES)
+    meta = _tables(main, MAIN_TABLES + [f"shadow_{t}" for t in MAIN_TABLES])
     api_meta = _tables(api, API_TABLES) if api is not None else None
     counts: Counter[str] = Counter()
     deleted_total = orphan_total = 0
