@@ -24,7 +24,6 @@ import ops
 from novadb import render
 from novadb.archive import ArchiveOptions, ArchiveResult, archive
 from novadb.config import Settings, load_settings
-from novadb.dates import parse_before
 from novadb.errors import ConfigError, NovaDbError
 from novadb.null_uuid import null_instance_uuid_scan
 from novadb.purge import PurgeOptions, PurgeResult, purge
@@ -206,10 +205,10 @@ class NovaCloudControllerCharm(ops.CharmBase):
         params = event.load_params(ArchiveParams, errors="fail")
 
         def work(log: ThrottledLog) -> dict[str, Any]:
-            options = ArchiveOptions(
+            options = ArchiveOptions.from_text(
                 batch_size=params.batch_size,
                 until_complete=params.until_complete,
-                before=parse_before(params.before, exit_code=4) if params.before else None,
+                before=params.before,
                 task_log=params.task_log,
                 all_cells=params.all_cells,
                 sleep=params.sleep,
@@ -250,8 +249,8 @@ class NovaCloudControllerCharm(ops.CharmBase):
         params = event.load_params(PurgeParams, errors="fail")
 
         def work(log: ThrottledLog) -> dict[str, Any]:
-            options = PurgeOptions(
-                before=parse_before(params.before, exit_code=2) if params.before else None,
+            options = PurgeOptions.from_text(
+                before=params.before,
                 purge_all=params.all,
                 all_cells=params.all_cells,
                 batch_size=params.batch_size,
@@ -265,10 +264,7 @@ class NovaCloudControllerCharm(ops.CharmBase):
         params = event.load_params(PurgeDataParams, errors="fail")
 
         def work(log: ThrottledLog) -> dict[str, Any]:
-            options = PurgeOptions(
-                before=parse_before(params.before, exit_code=2) if params.before else None,
-                purge_all=params.before is None,
-            )
+            options = PurgeOptions.from_text(before=params.before, purge_all=params.before is None)
             result = purge(self._settings(), options, progress=log)
             out = _purge_results(result)
             out["output"] = render.purge_text(result)

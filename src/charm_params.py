@@ -118,9 +118,9 @@ class ThrottledLog:
         self._held: str | None = None
 
     def __call__(self, event: Event) -> None:
-        """Log now, or hold the message until a second has passed (warnings: always now)."""
+        """Log now, or hold the message until a second has passed (warnings and failures: now)."""
         now = time.monotonic()
-        if event.kind == "warning" or now - self._last >= self._interval:
+        if event.kind in ("warning", "failure") or now - self._last >= self._interval:
             self._log(event.message)
             self._last = now
             self._held = None

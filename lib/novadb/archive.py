@@ -34,6 +34,7 @@ from novadb.archive_sql import Criteria, Keys, Schema, Tree, would_move
 from novadb.batching import DEFAULT_MAX_BYTES, Budget, StopWhen, retrying, row_sizes
 from novadb.config import Settings
 from novadb.connections import create_engine, mask
+from novadb.dates import parse_before
 from novadb.errors import BadInput, DatabaseUnreachable, NovaDbError
 from novadb.fanout import CellTarget, cell_targets, run_cells
 from novadb.locking import DEFAULT_TIMEOUT, database_lock
@@ -62,6 +63,14 @@ class ArchiveOptions:
     max_bytes: int = DEFAULT_MAX_BYTES
     workers: int = 4
     lock_timeout: float = DEFAULT_TIMEOUT
+
+    @classmethod
+    def from_text(cls, *, before: str | None = None, **values: Any) -> ArchiveOptions:
+        """Options from CLI options or action params; ``before`` is parsed as nova-manage does.
+
+        A date it cannot read is exit code 4, as in nova-manage.
+        """
+        return cls(before=parse_before(before, exit_code=4) if before else None, **values)
 
     def validate(self) -> None:
         """Refuse values nova-manage refuses, with its exit code 2."""

@@ -26,7 +26,6 @@ from rich.console import Console
 from novadb import render
 from novadb.archive import ArchiveOptions, archive
 from novadb.config import Settings, load_settings
-from novadb.dates import parse_before
 from novadb.demo import run_demo
 from novadb.errors import BadInput, NovaDbError
 from novadb.null_uuid import null_instance_uuid_scan
@@ -377,10 +376,10 @@ def _stop_on_ctrl_c() -> Iterator[threading.Event]:
 
 
 def _cmd_archive(args: argparse.Namespace, out: _Output) -> int:
-    options = ArchiveOptions(
+    options = ArchiveOptions.from_text(
         batch_size=args.batch_size,
         until_complete=args.until_complete,
-        before=parse_before(args.before, exit_code=4) if args.before else None,
+        before=args.before,
         task_log=args.task_log,
         all_cells=args.all_cells,
         sleep=args.sleep,
@@ -408,8 +407,8 @@ def _cmd_archive(args: argparse.Namespace, out: _Output) -> int:
 
 
 def _cmd_purge(args: argparse.Namespace, out: _Output) -> int:
-    options = PurgeOptions(
-        before=parse_before(args.before, exit_code=2) if args.before else None,
+    options = PurgeOptions.from_text(
+        before=args.before,
         purge_all=args.purge_all,
         all_cells=args.all_cells,
         batch_size=args.batch_size,

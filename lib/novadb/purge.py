@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from novadb.batching import StopWhen, retrying
 from novadb.config import Settings
 from novadb.connections import create_engine
+from novadb.dates import parse_before
 from novadb.errors import BadInput, NovaDbError
 from novadb.fanout import CellTarget, cell_targets, run_cells
 from novadb.locking import DEFAULT_TIMEOUT, database_lock
@@ -42,6 +43,11 @@ class PurgeOptions:
     dry_run: bool = False
     workers: int = 4
     lock_timeout: float = DEFAULT_TIMEOUT
+
+    @classmethod
+    def from_text(cls, *, before: str | None = None, **values: Any) -> PurgeOptions:
+        """Options from CLI options or action params; a bad ``before`` is exit code 2."""
+        return cls(before=parse_before(before, exit_code=2) if before else None, **values)
 
     def validate(self) -> None:
         """Exit 1 without --before or --all (nova-manage's code); 2 for a bad batch size."""
