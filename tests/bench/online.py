@@ -51,7 +51,8 @@ def fill(url: str, instances: int) -> None:
         with engine.begin() as conn:
             conn.execute(sa.insert(inst), [
                 {"id": i + 1, "uuid": str(uuid.uuid4()), "host": f"host{i % HOSTS}",
-                 "node": f"node{i % HOSTS}", "deleted": 0, "compute_id": None}
+                 "node": f"node{i % HOSTS}", "deleted": 0, "compute_id": None,
+                 "availability_zone": "nova"}
                 for i in range(start, min(instances, start + 10_000))
             ])  # fmt: skip
     engine.dispose()

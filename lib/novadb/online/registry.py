@@ -1,19 +1,35 @@
 """Nova 34's online data migrations, in nova-manage's order, then Placement 16's.
 
-Migrations not yet written here are listed in :data:`PENDING` so the runner
-can say so rather than silently skip them.
+Every function is wrapped in :func:`~novadb.online.common.chunked`, so a
+large ``--max-count`` is worked through in short transactions of at most
+:data:`~novadb.online.common.CHUNK` rows.
 """
 
 from __future__ import annotations
 
-from novadb.online import cell_uuids, placement
+from novadb.online import api_cells, cell_uuids, compute, instances, placement, quotas, vifs
 from novadb.online.base import Migration
+from novadb.online.common import chunked
 
 MIGRATIONS: list[Migration] = [
-    Migration("migration_migrate_to_uuid", "main", cell_uuids.migration_migrate_to_uuid),
-    Migration("BlockDeviceMapping.populate_uuids", "main", cell_uuids.bdm_populate_uuids),
-    Migration("PciDevice.populate_dev_uuids", "main", cell_uuids.pci_populate_dev_uuids),
-    Migration("populate_instance_compute_id", "main", cell_uuids.populate_instance_compute_id),
-    Migration("set_root_provider_ids", "placement", placement.set_root_provider_ids),
-    Migration("create_incomplete_consumers", "placement", placement.create_incomplete_consumers),
+    Migration(name, database, chunked(func))
+    for name, database, func in (
+        ("migrate_quota_limits_to_api_db", "main", quotas.migrate_quota_limits_to_api_db),
+        ("migrate_quota_classes_to_api_db", "main", quotas.migrate_quota_classes_to_api_db),
+        ("migration_migrate_to_uuid", "main", cell_uuids.migration_migrate_to_uuid),
+        ("BlockDeviceMapping.populate_uuids", "main", cell_uuids.bdm_populate_uuids),
+        (
+            "populate_missing_availability_zones",
+            "main",
+            instances.populate_missing_availability_zones,
+        ),
+        ("populate_queued_for_delete", "api", api_cells.populate_queued_for_delete),
+        ("migrate_empty_ratio", "main", compute.migrate_empty_ratio),
+        ("fill_virtual_interface_list", "main", vifs.fill_virtual_interface_list),
+        ("populate_user_id", "api", api_cells.populate_user_id),
+        ("PciDevice.populate_dev_uuids", "main", cell_uuids.pci_populate_dev_uuids),
+        ("populate_instance_compute_id", "main", cell_uuids.populate_instance_compute_id),
+        ("set_root_provider_ids", "placement", placement.set_root_provider_ids),
+        ("create_incomplete_consumers", "placement", placement.create_incomplete_consumers),
+    )
 ]

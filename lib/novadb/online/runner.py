@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from novadb.batching import StopWhen
+from novadb.cells import list_cells
 from novadb.config import Settings
 from novadb.connections import create_engine
 from novadb.errors import BadInput, NovaDbError
@@ -98,11 +100,13 @@ def online_migrate(
     _validate(max_count, batch_size, database)
     started = time.monotonic()
     with ExitStack() as stack:
+        engines: dict[str, Engine] = {}
 
         def engine(url: str) -> Engine:
-            created = create_engine(url)
-            stack.callback(created.dispose)
-            return created
+            if url not in engines:
+                engines[url] = create_engine(url)
+                stack.callback(engines[url].dispose)
+            return engines[url]
 
         api = engine(settings.url("api")) if database in ("all", "main", "api") else None
         placement = None
@@ -113,10 +117,33 @@ def online_migrate(
                 placement = engine(settings.url("placement"))
         cells = cell_targets(settings, api, all_cells=all_cells) if api is not None else []
         cell_engines = [(c.name, c.identity, engine(c.url)) for c in cells]
-        units = _units(settings, database, api, placement, cell_engines)
+        mapped = _mapped_cells(settings, api, engine, progress) if api is not None else []
+        units = _units(settings, database, api, placement, cell_engines, mapped)
         result = _loop(units, max_count, batch_size, progress, StopWhen.after(None, stop))
     result.elapsed = round(time.monotonic() - started, 3)
     return result
+
+
+def _mapped_cells(
+    settings: Settings, api: Engine, engine: Callable[[str], Engine], progress: Progress
+) -> list[tuple[str, str, Engine]] | str:
+    """Every mapped cell for the API migrations, which walk them all as Nova's do.
+
+    A cell whose database cannot be opened is left out with a warning (its
+    instance mappings are then reported, not migrated); when the mappings
+    cannot be read at all, the reason.
+    """
+    try:
+        cells = list_cells(api, settings.main)
+    except NovaDbError as exc:
+        return str(exc)
+    out: list[tuple[str, str, Engine]] = []
+    for c in cells:
+        try:
+            out.append((c.label, c.uuid or "", engine(c.url)))
+        except NovaDbError as exc:
+            progress(Event("online-migrate", "warning", f"cell {c.label} left out: {exc}"))
+    return out
 
 
 def _units(
@@ -125,7 +152,13 @@ def _units(
     api: Engine | None,
     placement: Engine | None,
     cells: list[tuple[str, str, Engine]],
+    mapped: list[tuple[str, str, Engine]] | str,
 ) -> list[_Unit]:
+    """One unit per migration and database: per cell target for ``main``, once for the others.
+
+    ``mapped`` is every cell of ``cell_mappings`` (label, uuid, engine) for the
+    API migrations, or why they could not be listed (those units then fail).
+    """
     units: list[_Unit] = []
     results: dict[str, MigrationResult] = {}
     for m in MIGRATIONS:
@@ -140,7 +173,11 @@ def _units(
                     _Unit(m, Context(settings, main=eng, api=api, cell_name=name), result)
                 )
         elif m.database == "api" and api is not None:
-            units.append(_Unit(m, Context(settings, api=api, cells=list(cells)), result))
+            if isinstance(mapped, str):
+                result.error = mapped
+                units.append(_Unit(m, Context(settings, api=api), result, failed=True))
+            else:
+                units.append(_Unit(m, Context(settings, api=api, cells=list(mapped)), result))
         elif m.database == "placement" and placement is not None:
             units.append(_Unit(m, Context(settings, placement=placement), result))
     return units
