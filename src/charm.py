@@ -26,6 +26,7 @@ from novadb.archive import ArchiveOptions, ArchiveResult, archive
 from novadb.config import Settings, load_settings
 from novadb.errors import ConfigError, NovaDbError
 from novadb.null_uuid import null_instance_uuid_scan
+from novadb.online.runner import online_migrate
 from novadb.purge import PurgeOptions, PurgeResult, purge
 from novadb.releases import (
     RELEASES,
@@ -41,6 +42,7 @@ from charm_params import (
     ArchiveParams,
     CharmConfig,
     NullUuidParams,
+    OnlineMigrateParams,
     PurgeDataParams,
     PurgeParams,
     SyncParams,
@@ -68,6 +70,7 @@ class NovaCloudControllerCharm(ops.CharmBase):
         handlers: dict[str, Callable[[ops.ActionEvent], None]] = {
             "sync": self._on_sync,
             "version": self._on_version,
+            "online-migrate": self._on_online_migrate,
             "archive": self._on_archive,
             "purge": self._on_purge,
             "null-instance-uuid-scan": self._on_null_uuid,
@@ -197,6 +200,35 @@ class NovaCloudControllerCharm(ops.CharmBase):
                 out[f"{key}.pending"] = d.pending
                 out[f"{key}.release"] = d.release or "unknown"
             out["pending"] = sum(d.pending for d in result.databases)
+            return out
+
+        self._run(event, work)
+
+    def _on_online_migrate(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(OnlineMigrateParams, errors="fail")
+
+        def work(log: ThrottledLog) -> dict[str, Any]:
+            result = online_migrate(
+                self._settings(),
+                max_count=params.max_count,
+                batch_size=params.batch_size,
+                database=params.database,
+                all_cells=params.all_cells,
+                progress=log,
+            )
+            out: dict[str, Any] = {
+                "done": result.done,
+                "complete": result.complete,
+                "more-to-do": result.exit_code == 1,
+                "output": render.online_text(result),
+            }
+            for m in result.migrations:
+                key = result_key("migrations", m.name.replace(".", "-"))
+                out[f"{key}.found"] = m.found
+                out[f"{key}.done"] = m.done
+                out[f"{key}.unmigratable"] = len(m.unmigratable)
+            if result.exit_code == 2:
+                out["_failures"] = [f"{m.name}: {m.error}" for m in result.migrations if m.error]
             return out
 
         self._run(event, work)

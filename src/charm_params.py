@@ -44,6 +44,16 @@ class VersionParams:
 
 
 @dataclass(frozen=True)
+class OnlineMigrateParams:
+    """Params of the online-migrate action."""
+
+    max_count: int | None = None
+    batch_size: int = 50
+    database: str = "all"
+    all_cells: bool = False
+
+
+@dataclass(frozen=True)
 class ArchiveParams:
     """Params of the archive action (the CLI's options)."""
 

@@ -44,6 +44,7 @@ from charm_params import (
     ArchiveParams,
     CharmConfig,
     NullUuidParams,
+    OnlineMigrateParams,
     PurgeDataParams,
     PurgeParams,
     SyncParams,
@@ -292,6 +293,7 @@ def test_param_defaults_match_actions_yaml() -> None:
         "archive": ArchiveParams,
         "purge": PurgeParams,
         "null-instance-uuid-scan": NullUuidParams,
+        "online-migrate": OnlineMigrateParams,
         "archive-data": ArchiveDataParams,
         "purge-data": PurgeDataParams,
     }
@@ -1192,3 +1194,53 @@ def test_progress_is_logged_at_most_once_a_second(head_cloud: Cloud) -> None:
     assert all(gap >= 0.99 for gap in gaps), gaps
     assert 2 + int(wall) // 2 <= len(log) <= 2 + int(wall) + 1, (len(log), wall)
     assert len(log) < batches
+
+
+# -- online-migrate ------------------------------------------------------------------------
+
+
+def test_online_migrate_fills_compute_ids_and_reports_unmigratable(cloud: Cloud) -> None:
+    """Every migratable instance gets its compute_id; a never-scheduled one is reported."""
+    with cloud.engine("main").begin() as conn:
+        conn.execute(sa.text("UPDATE instances SET compute_id = NULL"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO instances (id, uuid, deleted, availability_zone) "
+                "VALUES (9001, 'aaaaaaaa-0000-0000-0000-000000009001', 0, 'nova')"
+            )
+        )
+        total = conn.execute(sa.text("SELECT count(*) FROM instances")).scalar_one()
+    ctx = context()
+    run_action(ctx, cloud.state(), "online-migrate", {"batch-size": 7})
+    results = ctx.action_results
+    assert results is not None
+    key = "migrations.populate-instance-compute-id"
+    assert results[f"{key}.found"] == str(total)
+    assert results[f"{key}.done"] == str(total - 1)
+    assert results[f"{key}.unmigratable"] == "1"
+    assert results["complete"] == "True"
+    assert results["more-to-do"] == "False"
+    assert "|              Migration              |" in results["output"]
+    assert (
+        "instances 9001 not migrated: never scheduled (host and node are NULL)"
+        in (results["output"])
+    )
+    with cloud.engine("main").connect() as conn:
+        left = (
+            conn.execute(sa.text("SELECT id FROM instances WHERE compute_id IS NULL"))
+            .scalars()
+            .all()
+        )
+    assert left == [9001]
+
+
+def test_online_migrate_max_count_says_more_to_do(cloud: Cloud) -> None:
+    with cloud.engine("main").begin() as conn:
+        conn.execute(sa.text("UPDATE instances SET compute_id = NULL"))
+    ctx = context()
+    run_action(ctx, cloud.state(), "online-migrate", {"max-count": 5})
+    results = ctx.action_results
+    assert results is not None
+    assert results["done"] == "5"
+    assert results["more-to-do"] == "True"
+    assert results["complete"] == "False"

@@ -637,7 +637,7 @@ def test_packed_layout_has_what_ops_reads(juju: FakeJuju) -> None:
     assert "config" not in meta and "parts" not in meta
     actions = yaml.safe_load((juju.charm_dir / "actions.yaml").read_text())
     assert set(actions) == {
-        "sync", "version", "archive", "purge", "null-instance-uuid-scan", "archive-data",
-        "purge-data",
+        "sync", "version", "online-migrate", "archive", "purge", "null-instance-uuid-scan",
+        "archive-data", "purge-data",
     }  # fmt: skip
     assert os.access(juju.charm_dir / "dispatch", os.X_OK)
