@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -64,13 +64,22 @@ class ArchiveOptions:
     workers: int = 4
     lock_timeout: float = DEFAULT_TIMEOUT
 
+    before_text: str | None = None
+
     @classmethod
     def from_text(cls, *, before: str | None = None, **values: Any) -> ArchiveOptions:
-        """Options from CLI options or action params; ``before`` is parsed as nova-manage does.
+        """Options from CLI options or action params, ``before`` still as text.
 
-        A date it cannot read is exit code 4, as in nova-manage.
+        It is parsed by :meth:`resolved` after the batch size and the API
+        database were checked: nova-manage's order of exit codes 2, 3, 4.
         """
-        return cls(before=parse_before(before, exit_code=4) if before else None, **values)
+        return cls(before_text=before or None, **values)
+
+    def resolved(self) -> ArchiveOptions:
+        """``before_text`` parsed as nova-manage parses it (a bad date: exit code 4)."""
+        if self.before_text is None:
+            return self
+        return replace(self, before=parse_before(self.before_text, exit_code=4), before_text=None)
 
     def validate(self) -> None:
         """Refuse values nova-manage refuses, with its exit code 2."""
@@ -176,6 +185,7 @@ class _CellRun:
                     with self.api_engine.connect() as aconn:
                         api_meta.reflect(aconn, only=list(API_TABLES))
                     self.api_tables = {t: api_meta.tables[t] for t in API_TABLES}
+                self._check_drift(schema)
                 if self.options.dry_run:
                     self._dry_run(conn, schema)
             if not self.options.dry_run:
@@ -188,13 +198,13 @@ class _CellRun:
         return self.result
 
     def _dry_run(self, conn: Connection, schema: Schema) -> None:
-        for name, query in would_move(schema, self.criteria).items():
+        for name, query in would_move(schema, self.criteria, frozenset(self.failed)).items():
             count = int(conn.execute(query).scalar() or 0)
             if count:
                 self.result.rows[name] = count
         if self.result.rows.get("instances") and self.api_tables:
             self.result.api_rows = self._count_api_rows(conn, schema)
-        self.result.complete = True
+        self.result.complete = not self.failed
 
     def _count_api_rows(self, conn: Connection, schema: Schema) -> dict[str, int]:
         """API rows of the instances a real run would archive, 1000 uuids at a time."""
@@ -241,21 +251,23 @@ class _CellRun:
                     return False
         return True
 
-    def _one_pass(self, schema: Schema) -> int:
-        moved = 0
+    def _check_drift(self, schema: Schema) -> None:
+        """Fail every tree one of whose shadow tables lacks a live column."""
         for name in schema.graph.tables:
-            if name in self.failed:
-                continue
-            tree = schema.tree(name, self.criteria)
-            drift = tree.drift()
+            drift = schema.tree(name, self.criteria).drift()
             if drift:
                 self._fail(name, "; ".join(
                     f"shadow_{t} lacks column(s) {', '.join(cols)} that {t} has"
                     for t, cols in drift.items()
                 ) + f"; nothing moved from {name}. Run `novadb sync` (or add the columns "
                     "to the shadow tables) and archive again")  # fmt: skip
+
+    def _one_pass(self, schema: Schema) -> int:
+        moved = 0
+        for name in schema.graph.tables:
+            if name in self.failed:
                 continue
-            moved += self._walk(tree)
+            moved += self._walk(schema.tree(name, self.criteria))
             if self.result.stopped:
                 break
         return moved
@@ -300,19 +312,20 @@ class _CellRun:
             if reason is not None:
                 self.result.stopped = reason
                 return moved
-            limit = self.budget.allow(self._limit(tree))
+            limit = self.budget.reserve(self._limit(tree))
             if limit == 0:
                 self.result.stopped = "budget"
                 return moved
             with self.engine.connect() as conn:
                 ids = [int(r[0]) for r in conn.execute(tree.candidates(after, limit))]
             if not ids:
+                self.budget.refund(limit)
                 return moved
             after = ids[-1]
             counts = self._batch(tree, ids)
+            self.budget.refund(limit - (counts or {}).get(tree.root, 0))
             if counts is None:  # the tree failed; _fail said why
                 return moved
-            self.budget.spend(counts.get(tree.root, 0))
             if counts:
                 self._record(tree, counts)
             moved += sum(v for k, v in counts.items() if not k.startswith("API_DB."))
@@ -483,6 +496,7 @@ def archive_cell(
 ) -> CellArchive:
     """Archive one cell database (its API rows in ``api_engine``, when given)."""
     options.validate()
+    options = options.resolved()
     budget = Budget(None if options.until_complete else options.batch_size)
     run = _CellRun(
         engine, api_engine, name, options, progress,
@@ -510,6 +524,7 @@ def archive(
             exit_code=3,
         ) from exc
     try:
+        options = options.resolved()
         cells = cell_targets(settings, api_engine, all_cells=options.all_cells)
         stop_when = StopWhen.after(options.max_runtime, stop)
         budget = Budget(None if options.until_complete else options.batch_size)

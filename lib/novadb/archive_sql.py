@@ -263,7 +263,11 @@ class Tree:
 
 
 def moved_clause(
-    schema: Schema, criteria: Criteria, name: str, depth: int = 0
+    schema: Schema,
+    criteria: Criteria,
+    name: str,
+    failed: frozenset[str] = frozenset(),
+    depth: int = 0,
 ) -> ColumnElement[bool]:
     """Rows of ``name`` that an archive to completion moves.
 
@@ -272,23 +276,29 @@ def moved_clause(
     reaches table by table.
     """
     table = schema.live[name]
-    clauses = [Tree(schema, name, criteria).eligible()]
+    own = sa.false() if name in failed else Tree(schema, name, criteria).eligible()
+    clauses: list[ColumnElement[bool]] = [own]
     if depth < 8:
         for edge in schema.graph.edges:
             if edge.child == name:
                 parent = schema.live[edge.parent]
                 parents = sa.select(parent.c[edge.parent_column]).where(
-                    moved_clause(schema, criteria, edge.parent, depth + 1)
+                    moved_clause(schema, criteria, edge.parent, failed, depth + 1)
                 )
                 clauses.append(table.c[edge.column].in_(parents))
     return sa.or_(*clauses)
 
 
-def would_move(schema: Schema, criteria: Criteria) -> dict[str, sa.Select[Any]]:
-    """Per table, a count of the rows an archive to completion would move (dry run)."""
+def would_move(
+    schema: Schema, criteria: Criteria, failed: frozenset[str] = frozenset()
+) -> dict[str, sa.Select[Any]]:
+    """Per table, a count of the rows an archive to completion would move (dry run).
+
+    Trees in ``failed`` (shadow drift) move nothing as roots, as in a real run.
+    """
     return {
         name: sa.select(sa.func.count())
         .select_from(schema.live[name])
-        .where(moved_clause(schema, criteria, name))
+        .where(moved_clause(schema, criteria, name, failed))
         for name in schema.graph.tables
     }

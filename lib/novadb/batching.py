@@ -56,18 +56,20 @@ class Budget:
     remaining: int | None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def allow(self, wanted: int) -> int:
-        """How many of ``wanted`` rows may go into the next batch."""
+    def reserve(self, wanted: int) -> int:
+        """Take up to ``wanted`` rows for the next batch; concurrent workers never overlap."""
         with self._lock:
             if self.remaining is None:
                 return wanted
-            return max(0, min(wanted, self.remaining))
+            granted = max(0, min(wanted, self.remaining))
+            self.remaining -= granted
+            return granted
 
-    def spend(self, used: int) -> None:
-        """Record rows a committed batch used."""
+    def refund(self, unused: int) -> None:
+        """Give back what a batch reserved but did not use."""
         with self._lock:
-            if self.remaining is not None:
-                self.remaining = max(0, self.remaining - used)
+            if self.remaining is not None and unused > 0:
+                self.remaining += unused
 
     @property
     def exhausted(self) -> bool:
