@@ -69,6 +69,9 @@ class Schema:
         self.live = {t: meta.tables[t] for t in graph.tables}
         self.shadow = {t: meta.tables[f"shadow_{t}"] for t in graph.tables}
         self.blockers = _blockers(conn, graph)
+        # MySQL/MariaDB: reach children through joins to the locked root ids
+        # (multi-table DELETE), not through long IN lists of key values.
+        self.joins = conn.dialect.name == "mysql"
 
     def drift(self, table: str) -> list[str]:
         """Live columns the shadow twin lacks (archive would lose their values)."""
@@ -206,6 +209,35 @@ class Tree:
         """Key values of the locked root rows, as :meth:`member` wants them."""
         return {(self.root, c): [r[i] for r in rows] for i, c in enumerate(self.key_columns)}
 
+    def path(self, table: str) -> list[Edge] | None:
+        """The one chain of edges from ``table`` up to the root, or None if there are several."""
+        out: list[Edge] = []
+        current = table
+        while current != self.root:
+            ups = [e for e in self.edges if e.child == current]
+            if len(ups) != 1:
+                return None
+            out.append(ups[0])
+            current = ups[0].parent
+        return out
+
+    def joined(self, table: str, ids: Sequence[int]) -> list[ColumnElement[bool]] | None:
+        """Join conditions from ``table`` up to the root rows ``ids`` (MySQL), or None."""
+        chain = self.path(table) if self.schema.joins else None
+        if chain is None:
+            return None
+        live = self.schema.live
+        where: list[ColumnElement[bool]] = [
+            live[e.child].c[e.column] == live[e.parent].c[e.parent_column] for e in chain
+        ]
+        where.append(live[self.root].c.id.in_(ids))
+        return where
+
+    @property
+    def all_joined(self) -> bool:
+        """Every child is reached by a join (no inner keys to read first)."""
+        return self.schema.joins and all(self.path(t) is not None for t in self.children)
+
     def expand(self, conn: Connection, keys: Keys) -> Keys:
         """Read (and lock) the key values of the tree's inner parents, top down.
 
@@ -215,6 +247,8 @@ class Tree:
         them keeps the set fixed until the batch commits.
         """
         out = dict(keys)
+        if self.all_joined:
+            return out
         for edge in reversed(self.edges):  # parents before their children
             key = (edge.parent, edge.parent_column)
             if edge.parent == self.root or key in out:
@@ -231,14 +265,17 @@ class Tree:
     def moves(self, keys: Keys) -> list[Move]:
         """INSERT...SELECT and DELETE per table, children first, root last."""
         out = []
+        ids = keys[(self.root, "id")]
         for name in self.tables:
             live, shadow = self.schema.live[name], self.schema.shadow[name]
-            where = self.member(name, keys, self.schema.live)
+            where = self.joined(name, ids) if name != self.root else None
+            if where is None:
+                where = [self.member(name, keys, self.schema.live)]
             columns = list(live.c.keys())
             insert = shadow.insert().from_select(
-                columns, sa.select(*(live.c[c] for c in columns)).where(where)
+                columns, sa.select(*(live.c[c] for c in columns)).where(*where)
             )
-            out.append(Move(name, insert, sa.delete(live).where(where)))
+            out.append(Move(name, insert, sa.delete(live).where(*where)))
         return out
 
     def shadow_counts(self, keys: Keys) -> dict[str, sa.Select[Any]]:
