@@ -25,6 +25,7 @@ from rich.console import Console
 
 from novadb import render
 from novadb.archive import ArchiveOptions, archive
+from novadb.cli_progress import Bars
 from novadb.config import Settings, load_settings
 from novadb.demo import run_demo
 from novadb.errors import BadInput, NovaDbError
@@ -263,16 +264,21 @@ class _Output:
         )
         self.err = Console(stderr=True, no_color=no_color, highlight=False)
         self.live = sys.stdout.isatty() and not as_json
+        self.bars = Bars(self.err) if self.live else None
 
     def progress(self, event: Event) -> None:
-        if self.live or event.kind == "warning":
-            self.err.print(
-                f"[dim]{event.message}[/dim]"
-                if event.kind != "warning"
-                else f"warning: {event.message}"
-            )
+        if event.kind == "warning":
+            self.err.print(f"warning: {event.message}", markup=False, soft_wrap=True)
+        elif self.bars is not None:
+            self.bars(event)
+
+    def close(self) -> None:
+        """Stop the progress bars (before results are printed, and on errors)."""
+        if self.bars is not None:
+            self.bars.stop()
 
     def result(self, result: Any, table: Callable[[Any], Any]) -> None:
+        self.close()
         if self.as_json:
             sys.stdout.write(render.to_json(result) + "\n")
         else:
@@ -339,6 +345,7 @@ def _cmd_null_uuid(args: argparse.Namespace, out: _Output) -> int:
 
 def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
     result = run_demo(args.dir, progress=out.progress)
+    out.close()
     if out.as_json:
         out.result(result, render.version_table)
         return 0
@@ -390,6 +397,7 @@ def _cmd_archive(args: argparse.Namespace, out: _Output) -> int:
     options.validate()
     with _stop_on_ctrl_c() as stop:
         result = archive(_settings(args), options, progress=out.progress, stop=stop)
+    out.close()
     if out.as_json:
         out.result(result, render.archive_text)
     else:
@@ -417,6 +425,7 @@ def _cmd_purge(args: argparse.Namespace, out: _Output) -> int:
     options.validate()
     with _stop_on_ctrl_c() as stop:
         result = purge(_settings(args), options, progress=out.progress, stop=stop)
+    out.close()
     if out.as_json:
         out.result(result, render.purge_text)
     elif args.verbose or result.dry_run:
@@ -452,6 +461,7 @@ def _cmd_online(args: argparse.Namespace, out: _Output) -> int:
             progress=out.progress,
             stop=stop,
         )
+    out.close()
     if out.as_json:
         out.result(result, render.online_text)
     else:
@@ -481,9 +491,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.operation](args, out)
     except NovaDbError as exc:
+        out.close()
         sys.stderr.write(f"novadb: error: {exc}\n")
         return exc.exit_code
     except KeyboardInterrupt:
+        out.close()
         sys.stderr.write("novadb: interrupted\n")
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the last line of defence
