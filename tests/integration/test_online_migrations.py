@@ -1020,7 +1020,7 @@ def test_registry_is_novas_order() -> None:
         ("populate_missing_availability_zones", "main"),
         ("populate_queued_for_delete", "api"),
         ("migrate_empty_ratio", "main"),
-        ("fill_virtual_interface_list", "main"),
+        ("fill_virtual_interface_list", "api"),
         ("populate_user_id", "api"),
         ("PciDevice.populate_dev_uuids", "main"),
         ("populate_instance_compute_id", "main"),
@@ -1125,7 +1125,11 @@ def test_runner_api_database_walks_every_mapped_cell(cloud: Cloud) -> None:
     events: list[Event] = []
     settings = cloud.settings()
     result = online_migrate(settings, database="api", batch_size=50, progress=events.append)
-    assert _by_name(result) == {"populate_queued_for_delete": (5, 3), "populate_user_id": (5, 3)}
+    assert _by_name(result) == {
+        "populate_queued_for_delete": (5, 3),
+        "populate_user_id": (5, 3),
+        "fill_virtual_interface_list": (1, 1),
+    }
     assert result.exit_code == 0
     warnings = [e.message for e in events if e.kind == "warning"]
     assert len(warnings) == 1 and warnings[0].startswith("cell cell3 left out: SQLite database")

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from novadb.online.base import Context, Outcome, Unmigratable, after, write
-from novadb.online.common import FAKE_UUID, folded
+from novadb.online.common import FAKE_UUID, folded, utcnow
 
 SOFT_DELETED = "soft-delete"  # nova.compute.vm_states.SOFT_DELETED
 
@@ -88,7 +88,7 @@ def _cas(engine: Engine, table: sa.Table, column: str, values: dict[int, Any]) -
         statement = (
             sa.update(table)
             .where(table.c.id.in_(list(values)), table.c[column].is_(None))
-            .values({column: sa.case(values, value=table.c.id)})
+            .values({column: sa.case(values, value=table.c.id), "updated_at": utcnow()})
         )
         return conn.execute(statement).rowcount
 

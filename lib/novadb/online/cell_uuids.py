@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from novadb.online.base import Context, Outcome, Unmigratable, after, write
+from novadb.online.common import utcnow
 
 
 def _fill_uuids(
@@ -35,7 +36,7 @@ def _fill_uuids(
         statement = (
             sa.update(table)
             .where(table.c.id.in_(ids), table.c.uuid.is_(None))
-            .values(uuid=sa.case(values, value=table.c.id))
+            .values(uuid=sa.case(values, value=table.c.id), updated_at=utcnow())
         )
         return conn.execute(statement).rowcount
 
@@ -98,7 +99,7 @@ def populate_instance_compute_id(ctx: Context, limit: int, state: dict[str, Any]
         statement = (
             sa.update(inst)
             .where(inst.c.id.in_(good), inst.c.compute_id.is_(None), has_node)
-            .values(compute_id=node_id)
+            .values(compute_id=node_id, updated_at=utcnow())
         )
         return conn.execute(statement).rowcount
 

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 
 from novadb.errors import ConfigError
 from novadb.online.base import Context, Outcome, Unmigratable, after, write
+from novadb.online.common import utcnow
 
 KINDS = ("cpu", "disk", "ram")
 # nova.conf's initial_<kind>_allocation_ratio defaults.
@@ -85,10 +86,11 @@ def migrate_empty_ratio(ctx: Context, limit: int, state: dict[str, Any]) -> Outc
             good.append(int(r.id))
 
     def update(conn: Connection) -> int:
-        values = {
+        values: dict[str, Any] = {
             col.name: sa.case((_empty(col), wanted[kind][0]), else_=col)
             for kind, col in cols.items()
         }
+        values["updated_at"] = utcnow()
         statement = (
             sa.update(cn).where(cn.c.id.in_(good), cn.c.deleted == 0, any_empty).values(values)
         )

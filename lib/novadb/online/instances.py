@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from novadb.online.base import Context, Outcome, Unmigratable, after, write
-from novadb.online.common import folded
+from novadb.online.common import folded, utcnow
 
 AZ_KEY = "availability_zone"
 
@@ -88,7 +88,7 @@ def _set_zones(
                 inst.c.availability_zone.is_(None),
                 inst.c.host == sa.case(hosts, value=inst.c.id),
             )
-            .values(availability_zone=sa.case(zones, value=inst.c.id))
+            .values(availability_zone=sa.case(zones, value=inst.c.id), updated_at=utcnow())
         )
         return conn.execute(statement).rowcount
 

@@ -25,7 +25,7 @@ MIGRATIONS: list[Migration] = [
         ),
         ("populate_queued_for_delete", "api", api_cells.populate_queued_for_delete),
         ("migrate_empty_ratio", "main", compute.migrate_empty_ratio),
-        ("fill_virtual_interface_list", "main", vifs.fill_virtual_interface_list),
+        ("fill_virtual_interface_list", "api", vifs.fill_virtual_interface_list_all_cells),
         ("populate_user_id", "api", api_cells.populate_user_id),
         ("PciDevice.populate_dev_uuids", "main", cell_uuids.pci_populate_dev_uuids),
         ("populate_instance_compute_id", "main", cell_uuids.populate_instance_compute_id),

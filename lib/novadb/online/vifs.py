@@ -296,3 +296,27 @@ def _unchanged(
         if caches.get(p.instance_uuid) == p.network_info
         and ids.get(p.instance_uuid, set()) == set(p.old_ids)
     ]
+
+
+def fill_virtual_interface_list_all_cells(
+    ctx: Context, limit: int, state: dict[str, Any]
+) -> Outcome:
+    """Nova walks every mapped cell for this migration, whatever ``[database]`` is.
+
+    Each cell keeps its own cursor (and Nova's marker row in its own
+    database); the limit is shared, cell after cell.
+    """
+    total = Outcome()
+    for name, cell_uuid, engine in ctx.cells:
+        if total.found >= limit:
+            break
+        contexts = state.setdefault("contexts", {})
+        if cell_uuid not in contexts:
+            contexts[cell_uuid] = Context(ctx.settings, main=engine, api=ctx.api, cell_name=name)
+        outcome = fill_virtual_interface_list(
+            contexts[cell_uuid], limit - total.found, state.setdefault(cell_uuid, {})
+        )
+        total.found += outcome.found
+        total.done += outcome.done
+        total.unmigratable += outcome.unmigratable
+    return total
