@@ -22,6 +22,7 @@ from novadb.config import Settings
 from novadb.connections import create_engine
 from novadb.errors import BadInput, NovaDbError
 from novadb.fanout import cell_targets
+from novadb.locking import DEFAULT_TIMEOUT, database_lock
 from novadb.online.base import Context, Migration, Unmigratable
 from novadb.online.registry import MIGRATIONS
 from novadb.progress import Event, Progress, ignore
@@ -95,6 +96,7 @@ def online_migrate(
     all_cells: bool = False,
     progress: Progress = ignore,
     stop: threading.Event | None = None,
+    lock_timeout: float = DEFAULT_TIMEOUT,
 ) -> OnlineResult:
     """Run every registered migration for ``database`` until done (or one --max-count run)."""
     _validate(max_count, batch_size, database)
@@ -119,6 +121,11 @@ def online_migrate(
         cell_engines = [(c.name, c.identity, engine(c.url)) for c in cells]
         mapped = _mapped_cells(settings, api, engine, progress) if api is not None else []
         units = _units(settings, database, api, placement, cell_engines, mapped)
+        # One online-migrate at a time (DESIGN's safety rule), held on the API
+        # database, or on Placement's when only Placement is migrated.
+        holder = api if api is not None else placement
+        if holder is not None:
+            stack.enter_context(database_lock(holder, "online-migrate", lock_timeout))
         result = _loop(units, max_count, batch_size, progress, StopWhen.after(None, stop))
     result.elapsed = round(time.monotonic() - started, 3)
     return result
