@@ -1184,8 +1184,8 @@ def test_all_cells_prefixes_cell_keys(dbs: Databases) -> None:
     engines = {name: dbs.engine(url) for name, url in zip(names, cells, strict=True)}
     for seed, name in enumerate(("cell1", "cell2")):
         populate(engines[name], api_engine, CloudSpec(instances=40, seed=seed), cell_id=ids[name])
-    befores = {name: snapshot(engines[name], api_engine) for name in names}
-    plans = {name: simulate(befores[name], graph_of(engines[name])) for name in names}
+    before_states = {name: snapshot(engines[name], api_engine) for name in names}
+    plans = {name: simulate(before_states[name], graph_of(engines[name])) for name in names}
     settings = load_settings(database=cells[1], api_database=api)
 
     dry = archive(settings, ArchiveOptions(all_cells=True, dry_run=True))
@@ -1209,7 +1209,9 @@ def test_all_cells_prefixes_cell_keys(dbs: Databases) -> None:
         assert_state(
             Snapshot(after.live, after.shadow, {}),
             Snapshot(
-                plans[name].apply(befores[name]).live, plans[name].apply(befores[name]).shadow, {}
+                plans[name].apply(before_states[name]).live,
+                plans[name].apply(before_states[name]).shadow,
+                {},
             ),
         )
     # The API rows of both cells' archived instances are gone, the others stay.
@@ -1219,7 +1221,9 @@ def test_all_cells_prefixes_cell_keys(dbs: Databases) -> None:
     final_api = snapshot(engines["cell0"], api_engine).api
     for table in API_TABLES:
         kept = {
-            r for r in befores["cell0"].api[table] if as_dict(r)["instance_uuid"] not in archived
+            r
+            for r in before_states["cell0"].api[table]
+            if as_dict(r)["instance_uuid"] not in archived
         }
         assert final_api[table] == kept
 
