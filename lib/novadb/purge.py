@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from novadb.batching import StopWhen, retrying
+from novadb.batching import DEFAULT_MAX_BYTES, StopWhen, retrying, row_sizes
 from novadb.config import Settings
 from novadb.connections import create_engine
 from novadb.dates import parse_before
@@ -39,7 +39,7 @@ class PurgeOptions:
     before: datetime | None = None
     purge_all: bool = False
     all_cells: bool = False
-    batch_size: int = 10000
+    batch_size: int = 50000
     dry_run: bool = False
     workers: int = 4
     lock_timeout: float = DEFAULT_TIMEOUT
@@ -109,11 +109,13 @@ class _CellPurge:
         self.progress = progress
         self.stop = stop
         self.result = CellPurge(cell.name, cell.identity)
+        self.sizes: dict[str, tuple[int, int]] = {}
 
     def run(self) -> CellPurge:
         with database_lock(self.engine, LOCK_NAME, self.options.lock_timeout):
             with self.engine.connect() as conn:
                 tables = _shadow_tables(conn)
+                self.sizes = row_sizes(conn, [t.name for t in tables])
             for table in tables:
                 reason = self.stop.reason()
                 if reason is not None:
@@ -159,28 +161,36 @@ class _CellPurge:
             )
 
     def _delete(self, table: sa.Table, where: Any) -> int:
+        """Delete in windows of ``batch_size`` consecutive primary-key values.
+
+        Each window is one ``DELETE ... WHERE id >= lo AND id < lo + n AND
+        <timestamp rule>``: a primary-key range scan, bounded in rows, with
+        no second pass to find the window's end.  The next window starts at
+        the first matching id after it (one index seek), so sparse ids cost
+        nothing.
+        """
         pk = list(table.primary_key.columns)
         if len(pk) != 1 or not isinstance(pk[0].type, sa.Integer):
             return self._run(sa.delete(table).where(where))
         key = pk[0]
+        size = self.options.batch_size
+        avg = self.sizes.get(table.name, (0, 0))[1]
+        if avg:  # keep a window's rows under the cluster's transaction size limit
+            size = max(1, min(size, DEFAULT_MAX_BYTES // avg))
         deleted = 0
-        after: int | None = None
+        low: int | None = -1
         while True:
             if self.stop.reason() is not None:
                 self.result.stopped = self.stop.reason()
                 return deleted
-            window = sa.select(key).where(where)
-            if after is not None:
-                window = window.where(key > after)
-            window = window.order_by(key).limit(self.options.batch_size).subquery()
             with self.engine.connect() as conn:
-                last = conn.execute(sa.select(sa.func.max(window.c[key.name]))).scalar()
-            if last is None:
+                first = sa.select(sa.func.min(key)).where(where, key > low)
+                low = conn.execute(first).scalar()
+            if low is None:
                 return deleted
-            lower = [key > after] if after is not None else []
-            n = self._run(sa.delete(table).where(where, key <= last, *lower))
+            n = self._run(sa.delete(table).where(where, key >= low, key < low + size))
             deleted += n
-            after = int(last)
+            low = low + size - 1
             self.progress(Event(
                 "purge", "batch", f"{self.result.name}: {table.name}: {n} rows (total {deleted})",
                 {"cell": self.result.name, "table": table.name, "rows": n, "total": deleted},

@@ -76,6 +76,8 @@ class _Unit:
     result: MigrationResult
     state: dict[str, Any] = field(default_factory=dict)
     failed: bool = False
+    # Found nothing after its cursor: nothing is left for it in this run.
+    exhausted: bool = False
 
 
 def _validate(max_count: int | None, batch_size: int, database: str) -> None:
@@ -209,7 +211,7 @@ def _loop(
         found_any = False
         ran = 0
         for unit in units:
-            if unit.failed:
+            if unit.failed or unit.exhausted:
                 continue
             limit = batch_size if max_count is None else max_count - ran
             if limit <= 0:
@@ -233,6 +235,9 @@ def _loop(
             unit.result.done += outcome.done
             unit.result.unmigratable += outcome.unmigratable
             found_any = found_any or outcome.found > 0
+            # Without --max-count a unit that found nothing is not asked again:
+            # its cursor is past every candidate, and asking costs a scan.
+            unit.exhausted = max_count is None and outcome.found == 0
             ran += outcome.done
             if outcome.found:
                 progress(Event(
