@@ -75,7 +75,7 @@ class PurgeParams:
     before: str | None = None
     all: bool = False
     all_cells: bool = False
-    batch_size: int = 50000
+    batch_size: int = 200000
     dry_run: bool = False
 
 

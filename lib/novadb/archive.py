@@ -10,10 +10,13 @@ failures, halved when the server says the transaction is too big, and checked
 after a lost connection before being redone.
 
 The API database's rows of archived instances (``instance_mappings``,
-``request_specs``, ``instance_group_member``) are deleted while the cell's
-transaction still holds the instances, and committed just before it.  If the
-process dies in between, the instances stay live and deleted and the next run
-archives them: the end state is the same as an uninterrupted run's.
+``request_specs``, ``instance_group_member``) go in the same batch.  When the
+API database lives on the same MySQL server and the cell's user may write it
+(the usual deployment), they are deleted in the cell batch's own transaction.
+Otherwise they are deleted while the cell's transaction still holds the
+instances and committed just before it; if the process dies in between, the
+instances stay live and deleted and the next run archives them.  Either way
+the end state is the same as an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -169,6 +172,9 @@ class _CellRun:
         self.result = CellArchive(name, mask(engine.url))
         self.sqlite = engine.dialect.name == "sqlite"
         self.api_tables: dict[str, sa.Table] = {}
+        # API tables reachable from the cell's own connection (same MySQL server,
+        # and the cell's user may write them): deleted in the batch's transaction.
+        self.api_inline: dict[str, sa.TableClause] = {}
         self.failed: set[str] = set()
         self.limits: dict[str, int] = {}
         self.sizes: dict[str, tuple[int, int]] = {}
@@ -185,6 +191,7 @@ class _CellRun:
                     with self.api_engine.connect() as aconn:
                         api_meta.reflect(aconn, only=list(API_TABLES))
                     self.api_tables = {t: api_meta.tables[t] for t in API_TABLES}
+                    self.api_inline = self._same_server(conn)
                 self._check_drift(schema)
                 if self.options.dry_run:
                     self._dry_run(conn, schema)
@@ -455,8 +462,42 @@ class _CellRun:
                     counts[move.table] = deleted
             if tree.root == "instances" and self.api_tables:
                 uuids = [u for u in keys[("instances", "uuid")] if u is not None]
-                counts.update(self._delete_api_rows(uuids))
+                if self.api_inline:
+                    for name, table in self.api_inline.items():
+                        statement = sa.delete(table).where(table.c.instance_uuid.in_(uuids))
+                        counts[f"API_DB.{name}"] = conn.execute(statement).rowcount
+                else:
+                    counts.update(self._delete_api_rows(uuids))
         return counts
+
+    def _same_server(self, conn: Connection) -> dict[str, sa.TableClause]:
+        """The API tables as seen from the cell's connection, when it can write them.
+
+        In most clouds nova, nova_api and the cells share one MySQL server and
+        user; then the API rows go in the cell batch's own transaction: one
+        commit, and cell and API change together or not at all.
+        """
+        assert self.api_engine is not None
+        cell, api = self.engine.url, self.api_engine.url
+        if self.engine.dialect.name != "mysql" or self.api_engine.dialect.name != "mysql":
+            return {}
+        same = (cell.host, cell.port, cell.username, cell.password) == (
+            api.host, api.port, api.username, api.password,
+        )  # fmt: skip
+        if not same or not api.database or api.database == cell.database:
+            return {}
+        tables = {
+            name: sa.table(name, sa.column("instance_uuid"), schema=api.database)
+            for name in API_TABLES
+        }
+        try:
+            with conn.begin_nested():
+                for table in tables.values():
+                    # A no-op write proves the privilege without changing anything.
+                    conn.execute(sa.delete(table).where(sa.false()))
+        except DBAPIError:
+            return {}
+        return tables
 
     def _conflict(self, tree: Tree, table: str, keys: Keys) -> ShadowConflict:
         with self.engine.connect() as conn:

@@ -206,9 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size",
         type=int,
-        default=50000,
+        default=200000,
         metavar="N",
-        help="primary-key values per DELETE transaction (default 50000)",
+        help="primary-key values per DELETE transaction (default 200000)",
     )
     p.add_argument("--dry-run", action="store_true", help="count what would be deleted")
     p.add_argument("--verbose", action="store_true", help="print a line per shadow table")

@@ -39,7 +39,7 @@ class PurgeOptions:
     before: datetime | None = None
     purge_all: bool = False
     all_cells: bool = False
-    batch_size: int = 50000
+    batch_size: int = 200000
     dry_run: bool = False
     workers: int = 4
     lock_timeout: float = DEFAULT_TIMEOUT
@@ -178,23 +178,44 @@ class _CellPurge:
         if avg:  # keep a window's rows under the cluster's transaction size limit
             size = max(1, min(size, DEFAULT_MAX_BYTES // avg))
         deleted = 0
-        low: int | None = -1
-        while True:
-            if self.stop.reason() is not None:
-                self.result.stopped = self.stop.reason()
-                return deleted
-            with self.engine.connect() as conn:
-                first = sa.select(sa.func.min(key)).where(where, key > low)
-                low = conn.execute(first).scalar()
-            if low is None:
-                return deleted
-            n = self._run(sa.delete(table).where(where, key >= low, key < low + size))
-            deleted += n
-            low = low + size - 1
-            self.progress(Event(
-                "purge", "batch", f"{self.result.name}: {table.name}: {n} rows (total {deleted})",
-                {"cell": self.result.name, "table": table.name, "rows": n, "total": deleted},
-            ))  # fmt: skip
+        low: int = -1
+        with self.engine.connect() as conn:
+            # The last matching id now: windows stop there (archive, the only
+            # other writer of shadow tables, waits for the same lock).
+            top = conn.execute(sa.select(sa.func.max(key)).where(where)).scalar()
+            conn.rollback()
+            while top is not None and low < top:
+                if self.stop.reason() is not None:
+                    self.result.stopped = self.stop.reason()
+                    return deleted
+                found = self._window(conn, table, key, where, low, size)
+                if found is None:
+                    return deleted
+                low, n = found
+                deleted += n
+                self.progress(Event(
+                    "purge", "batch",
+                    f"{self.result.name}: {table.name}: {n} rows (total {deleted})",
+                    {"cell": self.result.name, "table": table.name, "rows": n, "total": deleted},
+                ))  # fmt: skip
+        return deleted
+
+    def _window(
+        self, conn: Connection, table: sa.Table, key: Any, where: Any, after: int, size: int
+    ) -> tuple[int, int] | None:
+        """Delete the next window in one transaction; (its last id, rows) or None when done."""
+        for attempt in retrying():
+            with attempt:
+                if conn.in_transaction():
+                    conn.rollback()
+                with conn.begin():
+                    low = conn.execute(sa.select(sa.func.min(key)).where(where, key > after))
+                    start = low.scalar()
+                    if start is None:
+                        return None
+                    statement = sa.delete(table).where(where, key >= start, key < start + size)
+                    return int(start) + size - 1, int(conn.execute(statement).rowcount)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _run(self, statement: sa.Delete) -> int:
         for attempt in retrying():

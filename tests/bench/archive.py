@@ -4,10 +4,11 @@ The cell is generated once per size, kept as a pristine database, and cloned
 (``CREATE TABLE ... LIKE`` + ``INSERT ... SELECT``) before every measured run,
 so novadb and the floor start from identical data.
 
-* Floor for archive: per table (children before parents), one unbounded
+* Floor for archive: the API rows of the moved instances (one DELETE per API
+  table), then per table (children before parents) one unbounded
   ``INSERT INTO shadow_x SELECT ... WHERE <moves>`` and one ``DELETE``, each
-  table in a single transaction: the fastest a set-based move can be, with
-  none of archive's bounds.
+  table in a single transaction: the same work as archive, as fast as a
+  set-based move can do it, with none of archive's bounds.
 * Floor for purge: one ``DELETE FROM shadow_x`` per table (what Nova runs).
 
 novadb runs in a child process (``novadb archive --until-complete``) so its
@@ -85,6 +86,19 @@ def _db_name(url: str) -> str:
     return sa.make_url(url).database or ""
 
 
+def _counts(url: str) -> dict[str, int]:
+    """Rows per table, to check that novadb and the floor did the same work."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        names = sa.inspect(conn).get_table_names()
+        out = {
+            n: int(conn.execute(sa.select(sa.func.count()).select_from(sa.table(n))).scalar() or 0)
+            for n in names
+        }
+    engine.dispose()
+    return out
+
+
 def clone(source: str, target: str) -> None:
     """Copy every table of ``source`` into the empty database ``target`` (same server)."""
     src, dst = _db_name(source), _db_name(target)
@@ -135,13 +149,25 @@ def _children_first(schema: Schema) -> list[str]:
     return order
 
 
-def archive_floor(main: str) -> float:
-    """Set-based move, unbounded: one INSERT...SELECT + one DELETE per table."""
+def archive_floor(main: str, api: str) -> float:
+    """Set-based move, unbounded: one INSERT...SELECT + one DELETE per table.
+
+    It does the same work archive does: the API database's rows of the moved
+    instances go too (one DELETE per API table, across databases on the same
+    server), then every cell table, children first.
+    """
     engine = create_engine(main)
+    api_name = _db_name(api)
     with engine.connect() as conn:
         schema = Schema(conn, load_graph(conn))
         conn.commit()
         started = time.perf_counter()
+        instances = schema.live["instances"]
+        moving = sa.select(instances.c.uuid).where(moved_clause(schema, Criteria(), "instances"))
+        with conn.begin():
+            for name in ("instance_mappings", "request_specs", "instance_group_member"):
+                table = sa.table(name, sa.column("instance_uuid"), schema=api_name)
+                conn.execute(sa.delete(table).where(table.c.instance_uuid.in_(moving)))
         for name in _children_first(schema):
             live, shadow = schema.live[name], schema.shadow[name]
             where = moved_clause(schema, Criteria(), name)
@@ -195,17 +221,21 @@ def measure(
     with dbs(3) as (main, api, placement):
         rows = build_cell(main, api, placement, instances)
         for _ in range(repeat):
-            with dbs(3) as (cell_a, api_a, cell_b):
+            with dbs(4) as (cell_a, api_a, cell_b, api_b):
                 clone(main, cell_a)
                 clone(api, api_a)
                 clone(main, cell_b)
+                clone(api, api_b)
                 run = _child(cell_a, api_a, "archive")
                 if run.rows != rows:
                     raise AssertionError(f"novadb moved {run.rows} rows, expected {rows}")
                 ours.append(run.elapsed)
                 batch.append(run.batch_median)
                 rss.append(run.rss_mb)
-                floors.append(archive_floor(cell_b))
+                floors.append(archive_floor(cell_b, api_b))
+                for ours_db, floor_db in ((cell_a, cell_b), (api_a, api_b)):
+                    if _counts(ours_db) != _counts(floor_db):
+                        raise AssertionError(f"novadb and the floor differ: {ours_db} {floor_db}")
                 purge_run = _child(cell_a, api_a, "purge")
                 purges.append(purge_run.elapsed)
                 purge_floors.append(purge_floor(cell_b))
