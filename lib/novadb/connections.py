@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
+from novadb.dberrors import errno
 from novadb.errors import ConfigError, DatabaseUnreachable
 
 # Client errors that mean "the server is not there (yet)": retried at connect.
@@ -67,14 +68,6 @@ def sqlite_path(url: URL) -> Path | None:
     if not url.database or url.database == ":memory:":
         return None
     return Path(url.database)
-
-
-def _mysql_errno(exc: BaseException) -> int | None:
-    orig = getattr(exc, "orig", None)
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int):
-        return args[0]
-    return None
 
 
 def _on_mysql_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -133,7 +126,7 @@ def engine_for(url: str | URL, *, create: bool = False) -> Iterator[Engine]:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, DBAPIError) and _mysql_errno(exc) in _TRANSIENT_CONNECT
+    return isinstance(exc, DBAPIError) and errno(exc) in _TRANSIENT_CONNECT
 
 
 @retry(
@@ -152,12 +145,12 @@ def _check_connect(engine: Engine, where: str) -> None:
         _connect_once(engine)
     except DBAPIError as exc:
         engine.dispose()
-        errno = _mysql_errno(exc)
-        if errno in _ACCESS_DENIED:
+        number = errno(exc)
+        if number in _ACCESS_DENIED:
             hint = "check the user and password in the connection URL"
-        elif errno == _UNKNOWN_DATABASE:
+        elif number == _UNKNOWN_DATABASE:
             hint = "the database does not exist; create it first"
-        elif errno in _TRANSIENT_CONNECT:
+        elif number in _TRANSIENT_CONNECT:
             hint = "is the server running and reachable?"
         else:
             hint = "check the connection URL"

@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import Executable
 
 from novadb.batching import retrying
 from novadb.config import Settings
@@ -90,6 +91,15 @@ def write(engine: Engine, work: Callable[[Connection], int]) -> int:
         with attempt, engine.begin() as conn:
             return work(conn)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def next_page(engine: Engine, query: Executable, state: dict[str, Any]) -> list[Any]:
+    """Run a candidate query (ordered by id, after the cursor) and move the cursor past it."""
+    with engine.connect() as conn:
+        rows = list(conn.execute(query).all())
+    if rows:
+        state["after"] = rows[-1].id
+    return rows
 
 
 def after(state: dict[str, Any], key: str = "after") -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from novadb.online.base import Context, Outcome, Unmigratable, after, write
+from novadb.online.base import Context, Outcome, Unmigratable, after, next_page, write
 from novadb.online.common import utcnow
 
 
@@ -76,11 +76,9 @@ def populate_instance_compute_id(ctx: Context, limit: int, state: dict[str, Any]
         .order_by(inst.c.id)
         .limit(limit)
     )
-    with ctx.main.connect() as conn:
-        rows = conn.execute(query).all()
+    rows = next_page(ctx.main, query, state)
     if not rows:
         return Outcome()
-    state["after"] = rows[-1].id
     good = [int(r.id) for r in rows if r.has_node]
     bad = [
         Unmigratable(

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from novadb.errors import ConfigError
-from novadb.online.base import Context, Outcome, Unmigratable, after, write
+from novadb.online.base import Context, Outcome, Unmigratable, after, next_page, write
 from novadb.online.common import utcnow
 
 KINDS = ("cpu", "disk", "ram")
@@ -66,11 +66,9 @@ def migrate_empty_ratio(ctx: Context, limit: int, state: dict[str, Any]) -> Outc
         .order_by(cn.c.id)
         .limit(limit)
     )
-    with ctx.main.connect() as conn:
-        rows = conn.execute(query).all()
+    rows = next_page(ctx.main, query, state)
     if not rows:
         return Outcome()
-    state["after"] = rows[-1].id
     wanted = ratios(ctx)
     good: list[int] = []
     bad: list[Unmigratable] = []

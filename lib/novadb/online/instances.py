@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from novadb.online.base import Context, Outcome, Unmigratable, after, write
+from novadb.online.base import Context, Outcome, Unmigratable, after, next_page, write
 from novadb.online.common import folded, utcnow
 
 AZ_KEY = "availability_zone"
@@ -62,11 +62,9 @@ def populate_missing_availability_zones(
         .order_by(inst.c.id)
         .limit(limit)
     )
-    with ctx.main.connect() as conn:
-        rows = conn.execute(query).all()
+    rows = next_page(ctx.main, query, state)
     if not rows:
         return Outcome()
-    state["after"] = rows[-1].id
     empty = "host is an empty string"
     bad = [Unmigratable("instances", str(r.id), empty) for r in rows if not r.host]
     good = {int(r.id): str(r.host) for r in rows if r.host}

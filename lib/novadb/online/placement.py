@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from novadb.online.base import Context, Outcome, Unmigratable, after, write
+from novadb.online.base import Context, Outcome, Unmigratable, after, next_page, write
 
 INCOMPLETE_ID = "00000000-0000-0000-0000-000000000000"
 
@@ -29,11 +29,9 @@ def set_root_provider_ids(ctx: Context, limit: int, state: dict[str, Any]) -> Ou
         .order_by(rp.c.id)
         .limit(limit)
     )
-    with ctx.placement.connect() as conn:
-        rows = conn.execute(query).all()
+    rows = next_page(ctx.placement, query, state)
     if not rows:
         return Outcome()
-    state["after"] = rows[-1].id
     roots = {int(r.id): int(r.id) for r in rows if r.parent_provider_id is None}
     roots |= {
         int(r.id): int(r.proot) for r in rows if r.parent_provider_id is not None and r.proot

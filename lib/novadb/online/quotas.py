@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from novadb.online.base import Context, Outcome, after, write
+from novadb.online.base import Context, Outcome, after, next_page, write
 from novadb.online.common import folded, soft_delete, utcnow
 
 # nova.db.main.api.PER_PROJECT_QUOTAS: never per user, whatever the cell row says.
@@ -149,11 +149,9 @@ def migrate_quota_classes_to_api_db(ctx: Context, limit: int, state: dict[str, A
         .order_by(cell.c.id)
         .limit(limit)
     )
-    with ctx.main.connect() as conn:
-        rows = conn.execute(query).all()
+    rows = next_page(ctx.main, query, state)
     if not rows:
         return Outcome()
-    state["after"] = rows[-1].id
     now = utcnow()
     key = ("class_name", "resource")
     classes = [
