@@ -198,7 +198,8 @@ class _CellRun:
             if not self.options.dry_run:
                 self._passes(schema)
             with self.engine.connect() as conn:
-                for name in schema.graph.tables:
+                # Only a table something unmovable references can hold rows back.
+                for name in (t for t in schema.graph.tables if schema.blockers.get(t)):
                     held = conn.execute(schema.tree(name, self.criteria).held_back()).scalar()
                     if held:
                         self.result.held_back[name] = int(held)
