@@ -12,6 +12,7 @@ library's advisory locks keep two runs apart.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import subprocess
@@ -237,17 +238,8 @@ class NovaCloudControllerCharm(ops.CharmBase):
         params = event.load_params(ArchiveParams, errors="fail")
 
         def work(log: ThrottledLog) -> dict[str, Any]:
-            options = ArchiveOptions.from_text(
-                batch_size=params.batch_size,
-                until_complete=params.until_complete,
-                before=params.before,
-                task_log=params.task_log,
-                all_cells=params.all_cells,
-                sleep=params.sleep,
-                purge=params.purge,
-                max_runtime=params.max_runtime,
-                dry_run=params.dry_run,
-            )
+            # The action's params are the library's options, name for name.
+            options = ArchiveOptions.from_text(**dataclasses.asdict(params))
             return _archive_results(archive(self._settings(), options, progress=log))
 
         self._run(event, work)
