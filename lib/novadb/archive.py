@@ -368,10 +368,7 @@ class _CellRun:
             for attempt in retrying(retry_on=_is_redo, on_retry=self._retried):
                 with attempt:
                     return self._batch_checked(tree, ids)
-        except _Blocked as exc:
-            self._fail(tree.root, str(exc))
-            return None
-        except ShadowConflict as exc:
+        except (_Blocked, ShadowConflict) as exc:
             self._fail(tree.root, str(exc))
             return None
         except DBAPIError as exc:
@@ -401,8 +398,6 @@ class _CellRun:
     def _batch_checked(self, tree: Tree, ids: list[int]) -> dict[str, int]:
         try:
             return self._batch_once(tree, ids)
-        except _Mismatch:
-            raise
         except DBAPIError as exc:
             if not dberrors.is_lost_connection(exc):
                 raise
