@@ -31,6 +31,7 @@ from novadb.demo import run_demo
 from novadb.errors import BadInput, NovaDbError
 from novadb.null_uuid import null_instance_uuid_scan
 from novadb.online.runner import online_migrate
+from novadb.online.runner import validate as validate_online
 from novadb.progress import Event
 from novadb.purge import PurgeOptions, purge
 from novadb.sync import sync, version
@@ -449,6 +450,7 @@ def _count(value: str | None, option: str) -> int | None:
 def _cmd_online(args: argparse.Namespace, out: _Output) -> int:
     max_count = _count(args.max_count, "--max-count")
     batch_size = _count(args.batch_size, "--batch-size") or 0
+    validate_online(max_count, batch_size, args.target)
     if max_count is None and not out.as_json:
         out.err.print(f"Running batches of {batch_size} until complete", highlight=False)
     with _stop_on_ctrl_c() as stop:

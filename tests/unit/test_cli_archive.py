@@ -395,3 +395,23 @@ def test_failed_table_exits_255_with_one_line_per_failure(
     summary = SUMMARY.fullmatch(lines[5])
     assert summary is not None and summary.groups() == ("1", "1", "more left; run again")
     assert count("nova.sqlite", "SELECT count(*) FROM instances") == 3
+
+
+# -- online-migrate's error path --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-count", "0"], "Must supply a positive value for --max-count"),
+        (["--max-count", "many"], "Must supply a positive value for --max-count"),
+        (["--batch-size", "0"], "--batch-size must be a positive integer"),
+    ],
+)
+def test_online_migrate_bad_counts_exit_127_before_touching_anything(
+    sqlite_dir: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, out, err = run(capsys, "online-migrate", *args)
+    assert code == 127
+    assert only_error_line(err) == f"novadb: error: {message}"
+    assert list(sqlite_dir.iterdir()) == []  # no database was opened or created

@@ -80,7 +80,8 @@ class _Unit:
     exhausted: bool = False
 
 
-def _validate(max_count: int | None, batch_size: int, database: str) -> None:
+def validate(max_count: int | None, batch_size: int, database: str) -> None:
+    """nova-manage's exit code 127 for a bad count, before anything is opened."""
     if max_count is not None and max_count < 1:
         raise BadInput("Must supply a positive value for --max-count", exit_code=127)
     if batch_size < 1:
@@ -101,7 +102,7 @@ def online_migrate(
     lock_timeout: float = DEFAULT_TIMEOUT,
 ) -> OnlineResult:
     """Run every registered migration for ``database`` until done (or one --max-count run)."""
-    _validate(max_count, batch_size, database)
+    validate(max_count, batch_size, database)
     started = time.monotonic()
     with ExitStack() as stack:
         engines: dict[str, Engine] = {}
