@@ -46,6 +46,7 @@ def test_inline_and_separate_api_deletes_end_alike(mysql_dbs: Callable[[], str])
         populate(cell, api, CloudSpec(instances=120, deleted_fraction=0.5, seed=11))
         cell.dispose()
         user = None
+        admin: pymysql.connections.Connection | None = None
         if separate:
             # A cell user that may not touch the API database.
             url = make_url(cell_url)
@@ -65,7 +66,7 @@ def test_inline_and_separate_api_deletes_end_alike(mysql_dbs: Callable[[], str])
         finally:
             cell.dispose()
             api.dispose()
-            if user is not None:
+            if user is not None and admin is not None:
                 with admin.cursor() as cur:
                     cur.execute(f"DROP USER '{user}'@'%'")
                 admin.close()
