@@ -23,7 +23,7 @@ from typing import Any
 
 from rich.console import Console
 
-from novadb import render
+from novadb import cli_placement, render
 from novadb.archive import ArchiveOptions, archive
 from novadb.cli_progress import Bars
 from novadb.config import Settings, load_settings
@@ -241,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="which migrations: the cell's, the API's, Placement's, or all (default)",
     )
     p.add_argument("--all-cells", action="store_true", help="cell0 and every mapped cell")
+
+    cli_placement.add_parsers(add)
 
     p = add(
         "demo",
@@ -484,6 +486,16 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, _Output], int]] = {
     "online-migrate": _cmd_online,
     "demo": _cmd_demo,
 }
+
+
+def _with_settings(command: cli_placement.Command) -> Callable[[argparse.Namespace, _Output], int]:
+    def run(args: argparse.Namespace, out: _Output) -> int:
+        return command(args, out, _settings(args))
+
+    return run
+
+
+COMMANDS.update({name: _with_settings(cmd) for name, cmd in cli_placement.COMMANDS.items()})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

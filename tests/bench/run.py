@@ -185,6 +185,63 @@ def bench_nova(repeat: int) -> list[Row]:
     ]
 
 
+def bench_heal(repeat: int) -> list[Row]:
+    """heal-allocations of 10,000 instances with no allocations (target < 10 s)."""
+    from tests.bench.placement import measure_heal
+
+    f = measure_heal(10_000, databases)
+    per_instance = f.baseline_instances / f.baseline_s
+    return [
+        Row(
+            f"heal-allocations, {f.instances:,} instances without allocations, 500 nodes "
+            "(MariaDB)",
+            f.novadb_s,
+            f.instances / per_instance,
+            "one transaction per instance (--batch-size 1), extrapolated from "
+            f"{f.baseline_instances:,}",
+            "s",
+            f"{f.instances / f.novadb_s:,.0f} instances/s vs {per_instance:,.0f} instances/s",
+        )
+    ]
+
+
+def bench_rebuild(repeat: int) -> list[Row]:
+    """rebuild-placement of a 500-node, 20,000-instance cloud (target < 60 s)."""
+    from tests.bench.placement import measure_rebuild
+
+    f = measure_rebuild(20_000, databases)
+    return [
+        Row(
+            f"rebuild-placement, {f.nodes} nodes, {f.instances:,} instances, all node uuids "
+            "changed (MariaDB)",
+            f.novadb_s,
+            f.restore_s,
+            "restoring its own backup (same rows, no decisions)",
+            "s",
+            "; ".join(f.steps),
+        )
+    ]
+
+
+def bench_check(repeat: int) -> list[Row]:
+    """check of the 20,000-instance cell (target: under 5 s)."""
+    from tests.bench.check import measure
+
+    f = measure(20_000, repeat, databases)
+    per_database = ", ".join(f"{name} {s:.2f} s" for name, s in f.per_database.items())
+    return [
+        Row(
+            f"check, {f.instances:,}-instance cell + cell0, api, placement (MariaDB)",
+            f.check_s,
+            f.dry_run_s,
+            "archive --dry-run --all-cells (the backlog counts alone)",
+            "s",
+            f"target < 5 s; {f.findings} findings, {f.archivable:,} archivable rows; "
+            f"{per_database}",
+        )
+    ]
+
+
 def _sync_rows(repeat: int) -> list[Row]:
     return [bench_sync(repeat)]
 
@@ -195,6 +252,9 @@ BENCHES: dict[str, Callable[[int], list[Row]]] = {
     "archive-100k": bench_archive_large,
     "online": bench_online,
     "nova": bench_nova,
+    "heal": bench_heal,
+    "rebuild": bench_rebuild,
+    "check": bench_check,
 }
 
 

@@ -1,0 +1,218 @@
+"""What Nova says Placement should hold: compute nodes, instances, migrations, aggregates.
+
+Read from the cell databases (every mapped cell but cell0, or the local
+``[database]`` when no cell is mapped) and the API database, with plain
+indexed selects.  The Placement operations compare these facts with the
+Placement database; nothing here writes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from novadb.cells import Cell, list_cells
+from novadb.config import Settings
+from novadb.connections import engine_for
+from novadb.targets import api_exists
+
+# Nova's MigrationList.get_in_progress_by_host_and_node: every other status is live.
+FINISHED_MIGRATION = (
+    "accepted",
+    "confirmed",
+    "reverted",
+    "error",
+    "failed",
+    "completed",
+    "cancelled",
+    "done",
+)
+# nova.conf defaults for a node whose ratio columns are empty (initial_*_allocation_ratio).
+INITIAL_RATIOS = {"VCPU": 4.0, "MEMORY_MB": 1.0, "DISK_GB": 1.0}
+_RATIO_OPTION = {
+    "VCPU": "initial_cpu_allocation_ratio",
+    "MEMORY_MB": "initial_ram_allocation_ratio",
+    "DISK_GB": "initial_disk_allocation_ratio",
+}
+
+
+@dataclass(frozen=True)
+class ComputeNode:
+    """One live ``compute_nodes`` row: the provider Nova expects in Placement."""
+
+    cell: str
+    uuid: str
+    host: str
+    hypervisor_hostname: str
+    vcpus: int
+    memory_mb: int
+    local_gb: int
+    ratios: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """One inventory record, as nova-compute's resource tracker would report it."""
+
+    total: int
+    reserved: int
+    min_unit: int
+    max_unit: int
+    step_size: int
+    allocation_ratio: float
+
+
+def cells_for_placement(settings: Settings) -> list[Cell]:
+    """Mapped cells but cell0 (no instance there has a host), else the local database."""
+    cells: list[Cell] = []
+    if api_exists(settings):
+        with engine_for(settings.url("api")) as api:
+            cells = [c for c in list_cells(api, settings.main) if not c.is_cell0]
+    if not cells:
+        cells = [Cell(uuid=None, name=None, url=settings.url("main"))]
+    return cells
+
+
+def _table(conn: Connection, name: str) -> sa.Table:
+    return sa.Table(name, sa.MetaData(), autoload_with=conn)
+
+
+def compute_nodes(conn: Connection, cell: str) -> list[ComputeNode]:
+    """Every live compute node of one cell database."""
+    cn = _table(conn, "compute_nodes")
+    query = (
+        sa.select(
+            cn.c.uuid,
+            cn.c.host,
+            cn.c.hypervisor_hostname,
+            cn.c.vcpus,
+            cn.c.memory_mb,
+            cn.c.local_gb,
+            cn.c.cpu_allocation_ratio,
+            cn.c.ram_allocation_ratio,
+            cn.c.disk_allocation_ratio,
+        )
+        .where(cn.c.deleted == 0)
+        .order_by(cn.c.id)
+    )
+    return [
+        ComputeNode(
+            cell=cell,
+            uuid=str(r.uuid),
+            host=str(r.host or ""),
+            hypervisor_hostname=str(r.hypervisor_hostname or ""),
+            vcpus=int(r.vcpus or 0),
+            memory_mb=int(r.memory_mb or 0),
+            local_gb=int(r.local_gb or 0),
+            ratios={
+                "VCPU": r.cpu_allocation_ratio,
+                "MEMORY_MB": r.ram_allocation_ratio,
+                "DISK_GB": r.disk_allocation_ratio,
+            },
+        )
+        for r in conn.execute(query)
+        if r.uuid
+    ]
+
+
+def consumers_by_node(conn: Connection) -> dict[tuple[str, str], set[str]]:
+    """(host, node) -> uuids of the live instances and in-progress migrations there.
+
+    These are the consumers that may legitimately hold allocations on that
+    node's provider (Nova's audit uses the same two lists).
+    """
+    inst = _table(conn, "instances")
+    mig = _table(conn, "migrations")
+    out: dict[tuple[str, str], set[str]] = defaultdict(set)
+    query = sa.select(inst.c.uuid, inst.c.host, inst.c.node).where(
+        inst.c.deleted == 0, inst.c.host.is_not(None), inst.c.node.is_not(None)
+    )
+    for uuid, host, node in conn.execute(query):
+        out[(host, node)].add(str(uuid))
+    query = sa.select(
+        mig.c.uuid, mig.c.source_compute, mig.c.source_node, mig.c.dest_compute, mig.c.dest_node
+    ).where(
+        mig.c.deleted == 0,
+        mig.c.uuid.is_not(None),
+        sa.or_(mig.c.status.is_(None), mig.c.status.not_in(FINISHED_MIGRATION)),
+    )
+    for uuid, shost, snode, dhost, dnode in conn.execute(query):
+        out[(shost, snode)].add(str(uuid))
+        out[(dhost, dnode)].add(str(uuid))
+    return out
+
+
+def migration_uuids(conn: Connection) -> set[str]:
+    """Every migration uuid the cell knows (finished or not, not deleted)."""
+    mig = _table(conn, "migrations")
+    query = sa.select(mig.c.uuid).where(mig.c.deleted == 0, mig.c.uuid.is_not(None))
+    return {str(r[0]) for r in conn.execute(query)}
+
+
+def _option_float(settings: Settings, name: str, default: float) -> float:
+    raw = settings.option("DEFAULT", name)
+    try:
+        return float(raw) if raw not in (None, "") else default
+    except ValueError:
+        return default
+
+
+def _option_int(settings: Settings, name: str, default: int) -> int:
+    raw = settings.option("DEFAULT", name)
+    try:
+        return int(raw) if raw not in (None, "") else default
+    except ValueError:
+        return default
+
+
+def node_inventory(node: ComputeNode, settings: Settings) -> dict[str, Inventory]:
+    """The root inventory Nova would report for a node, from its row and nova.conf.
+
+    VCPU/MEMORY_MB/DISK_GB totals from ``vcpus``/``memory_mb``/``local_gb``;
+    ratios from the node's columns, else ``initial_*_allocation_ratio``;
+    reserved from ``reserved_host_cpus``/``_memory_mb``/``_disk_mb``;
+    min 1, max = total, step 1; a class with total 0 is left out, as
+    Placement refuses total 0.
+    """
+    reserved = {
+        "VCPU": _option_int(settings, "reserved_host_cpus", 0),
+        "MEMORY_MB": _option_int(settings, "reserved_host_memory_mb", 512),
+        "DISK_GB": math.ceil(_option_int(settings, "reserved_host_disk_mb", 0) / 1024),
+    }
+    totals = {"VCPU": node.vcpus, "MEMORY_MB": node.memory_mb, "DISK_GB": node.local_gb}
+    out: dict[str, Inventory] = {}
+    for rclass, total in totals.items():
+        if total <= 0:
+            continue
+        ratio = node.ratios.get(rclass)
+        if ratio is None or ratio <= 0:
+            ratio = _option_float(settings, _RATIO_OPTION[rclass], INITIAL_RATIOS[rclass])
+        out[rclass] = Inventory(total, reserved[rclass], 1, total, 1, float(ratio))
+    return out
+
+
+@dataclass
+class CloudFacts:
+    """Compute nodes of every cell, and who may hold allocations on each."""
+
+    nodes: list[ComputeNode] = field(default_factory=list)
+    consumers: dict[str, set[str]] = field(default_factory=dict)  # node uuid -> consumers
+    migrations: set[str] = field(default_factory=set)
+
+
+def read_cloud(cells: list[Cell]) -> CloudFacts:
+    """Read every cell once (three indexed queries per cell)."""
+    facts = CloudFacts()
+    for cell in cells:
+        with engine_for(cell.url) as engine, engine.connect() as conn:
+            nodes = compute_nodes(conn, cell.label)
+            by_node = consumers_by_node(conn)
+            facts.migrations |= migration_uuids(conn)
+        facts.nodes += nodes
+        for node in nodes:
+            facts.consumers[node.uuid] = by_node.get((node.host, node.hypervisor_hostname), set())
+    return facts

@@ -1,0 +1,411 @@
+"""``rebuild-placement``: Nova's "Rebuild placement DB" procedure as one safe command.
+
+The documented last resort when Placement and the cells disagree beyond
+repair (a restored cell database whose compute nodes carry new uuids under
+names Placement already has: nova-compute gets 409 forever, bug 1817833):
+
+1. back up the whole Placement database to a portable file and verify it;
+2. refuse, listing why, unless ``--force``, when Placement holds what Nova
+   cannot rebuild: resource classes other than VCPU/PCPU/MEMORY_MB/DISK_GB,
+   custom traits, nested providers, consumers that are neither instances nor
+   migrations, and allocations of migrations in progress or of instances in
+   a task state (heal skips those, so they would be lost);
+3. drop Placement's tables, recreate the schema at head and insert the
+   standard resource classes and traits, as placement-api does at start-up;
+4. register one provider per compute node of every cell, with the inventory
+   nova-compute would report (``placement_nova.node_inventory``); a PCPU
+   inventory, which ``compute_nodes`` does not record, is carried over from
+   the old provider of the same uuid or name;
+5. heal every instance's allocations; 6. sync aggregates; 7. audit, which
+   must come back clean.
+
+``--dry-run`` reads everything and reports what each step would create.
+``--restore FILE`` puts a backup back exactly.  Exit codes: 0 rebuilt and the
+audit is clean, 1 an error, 2 bad input, 3 rebuilt but heal or audit found
+problems, 5 refused (nothing changed; the backup was written).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from novadb.config import Settings
+from novadb.connections import engine_for
+from novadb.errors import BadInput, NovaDbError
+from novadb.locking import database_lock
+from novadb.placement_aggregates import AggregatesResult, sync_aggregates
+from novadb.placement_audit import AuditResult, audit
+from novadb.placement_backup import (
+    BackupResult,
+    RestoreResult,
+    backup_placement,
+    drop_placement_tables,
+    restore_placement,
+)
+from novadb.placement_db import (
+    MIN_CUSTOM_CLASS_ID,
+    NOVA_ROOT_CLASSES,
+    PlacementTables,
+    class_ids,
+    ensure_standard_classes,
+    ensure_standard_traits,
+    utcnow,
+)
+from novadb.placement_heal import HealOptions, HealResult, heal_allocations
+from novadb.placement_nova import (
+    FINISHED_MIGRATION,
+    ComputeNode,
+    cells_for_placement,
+    compute_nodes,
+    node_inventory,
+)
+from novadb.progress import Event, Progress, ignore
+from novadb.sync import sync
+from novadb.targets import api_exists, same_database
+
+EXIT_REBUILT, EXIT_PROBLEMS, EXIT_REFUSED = 0, 3, 5
+LOCK = "placement-rebuild"
+
+
+class RebuildRefused(NovaDbError):
+    """Placement holds data Nova cannot rebuild; nothing was changed."""
+
+    exit_code = EXIT_REFUSED
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step's outcome, for progress and the result table."""
+
+    number: int
+    name: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    """Every step's summary and the sub-results that carry the details."""
+
+    steps: list[Step] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # what --force overrode
+    backup: BackupResult | None = None
+    providers: int = 0
+    inventories: int = 0
+    heal: HealResult | None = None
+    aggregates: AggregatesResult | None = None
+    audit: AuditResult | None = None
+    dry_run: bool = False
+    elapsed: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0 when rebuilt and clean; 3 when heal failed or the audit still finds things."""
+        if self.dry_run:
+            return EXIT_REFUSED if self.reasons else EXIT_REBUILT
+        if (self.heal is not None and self.heal.failed) or (
+            self.audit is not None and self.audit.findings
+        ):
+            return EXIT_PROBLEMS
+        return EXIT_REBUILT
+
+
+def default_backup_path() -> str:
+    """``placement-backup-<UTC timestamp>.json.gz`` in the current directory."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"placement-backup-{stamp}.json.gz"
+
+
+def _check_separate(settings: Settings) -> None:
+    """Never drop tables in a database that is also the API or a cell database."""
+    url = settings.url("placement")
+    others = [settings.url("api")] if api_exists(settings) else []
+    others += [c.url for c in cells_for_placement(settings)]
+    if settings.placement_is_api or any(same_database(url, o) for o in others):
+        raise BadInput(
+            "the Placement database is also a Nova database; rebuild-placement drops "
+            "Placement's tables, so it needs [placement_database]/connection of its own"
+        )
+
+
+@dataclass
+class _Cloud:
+    nodes: list[ComputeNode] = field(default_factory=list)
+    instances: set[str] = field(default_factory=set)  # live, on a host, no task state
+    busy: set[str] = field(default_factory=set)  # live with a task state
+    migrations: set[str] = field(default_factory=set)
+    active_migrations: set[str] = field(default_factory=set)
+
+
+def _read_cloud(settings: Settings) -> _Cloud:
+    cloud = _Cloud()
+    for cell in cells_for_placement(settings):
+        with engine_for(cell.url) as engine, engine.connect() as conn:
+            cloud.nodes += compute_nodes(conn, cell.label)
+            meta = sa.MetaData()
+            meta.reflect(conn, only=["instances", "migrations"])
+            inst, mig = meta.tables["instances"], meta.tables["migrations"]
+            query = sa.select(inst.c.uuid, inst.c.task_state).where(inst.c.deleted == 0)
+            for uuid, task in conn.execute(query):
+                (cloud.busy if task is not None else cloud.instances).add(str(uuid))
+            query = sa.select(mig.c.uuid, mig.c.status).where(
+                mig.c.deleted == 0, mig.c.uuid.is_not(None)
+            )
+            for uuid, status in conn.execute(query):
+                cloud.migrations.add(str(uuid))
+                if status not in FINISHED_MIGRATION:
+                    cloud.active_migrations.add(str(uuid))
+    names = defaultdict(list)
+    for node in cloud.nodes:
+        names[node.hypervisor_hostname].append(node.uuid)
+    clashes = sorted(n for n, uuids in names.items() if len(uuids) > 1)
+    if clashes:
+        raise NovaDbError(
+            f"compute nodes share hypervisor_hostname {', '.join(clashes[:5])}; Placement "
+            "needs unique provider names: delete the stale compute_nodes rows first"
+        )
+    return cloud
+
+
+def _reasons(conn: Connection, t: PlacementTables, cloud: _Cloud) -> list[str]:
+    """What a rebuild would lose, one line each (empty: nothing)."""
+    reasons: list[str] = []
+    names = {v: k for k, v in class_ids(conn, t).items()}
+    for label, table in (("inventory", t.inventories), ("allocations", t.allocations)):
+        query = (
+            sa.select(table.c.resource_class_id, sa.func.count())
+            .group_by(table.c.resource_class_id)
+            .order_by(table.c.resource_class_id)
+        )
+        for rc, count in conn.execute(query):
+            name = names.get(int(rc), str(rc))
+            if name not in NOVA_ROOT_CLASSES:
+                reasons.append(f"{count} {label} rows of resource class {name}")
+    custom = conn.execute(
+        sa.select(sa.func.count()).where(t.classes.c.id >= MIN_CUSTOM_CLASS_ID)
+    ).scalar_one()
+    if custom:
+        reasons.append(f"{custom} custom resource classes")
+    query = (
+        sa.select(sa.func.count())
+        .select_from(
+            t.provider_traits.join(t.traits, t.traits.c.id == t.provider_traits.c.trait_id)
+        )
+        .where(t.traits.c.name.like("CUSTOM\\_%", escape="\\"))
+    )
+    traits = conn.execute(query).scalar_one()
+    if traits:
+        reasons.append(f"{traits} custom traits set on providers")
+    nested = conn.execute(
+        sa.select(sa.func.count()).where(t.providers.c.parent_provider_id.is_not(None))
+    ).scalar_one()
+    if nested:
+        reasons.append(f"{nested} nested providers (bandwidth, accelerators, PCI, ...)")
+    consumers = {
+        str(r[0]) for r in conn.execute(sa.select(t.allocations.c.consumer_id).distinct())
+    }
+    strangers = consumers - cloud.instances - cloud.busy - cloud.migrations
+    if strangers:
+        reasons.append(
+            f"{len(strangers)} consumers that are neither instances nor migrations "
+            f"(e.g. {sorted(strangers)[0]}; `novadb placement-audit --delete` removes orphans)"
+        )
+    moving = consumers & cloud.active_migrations
+    if moving:
+        reasons.append(f"{len(moving)} allocations held by migrations in progress")
+    busy = consumers & cloud.busy
+    if busy:
+        reasons.append(f"{len(busy)} instances in a task state (heal skips them)")
+    return reasons
+
+
+def _pcpu_inventory(conn: Connection, t: PlacementTables) -> dict[str, dict[str, object]]:
+    """The old PCPU inventory per provider uuid and name (both keys)."""
+    ids = class_ids(conn, t)
+    if "PCPU" not in ids:
+        return {}
+    inv, rp = t.inventories, t.providers
+    query = (
+        sa.select(
+            rp.c.uuid,
+            rp.c.name,
+            inv.c.total,
+            inv.c.reserved,
+            inv.c.min_unit,
+            inv.c.max_unit,
+            inv.c.step_size,
+            inv.c.allocation_ratio,
+        )
+        .select_from(inv.join(rp, rp.c.id == inv.c.resource_provider_id))
+        .where(inv.c.resource_class_id == ids["PCPU"], rp.c.parent_provider_id.is_(None))
+    )
+    out: dict[str, dict[str, object]] = {}
+    for r in conn.execute(query):
+        values = {
+            "total": r.total,
+            "reserved": r.reserved,
+            "min_unit": r.min_unit,
+            "max_unit": r.max_unit,
+            "step_size": r.step_size,
+            "allocation_ratio": r.allocation_ratio,
+        }
+        out[str(r.uuid)] = values
+        if r.name is not None:
+            out.setdefault(str(r.name), values)
+    return out
+
+
+def _register(
+    engine: Engine,
+    t: PlacementTables,
+    settings: Settings,
+    nodes: list[ComputeNode],
+    pcpu: dict[str, dict[str, object]],
+) -> tuple[int, int]:
+    """One provider per compute node with its inventory; returns (providers, inventories)."""
+    now = utcnow()
+    with engine.begin() as conn:
+        if nodes:
+            conn.execute(
+                sa.insert(t.providers),
+                [
+                    {"uuid": n.uuid, "name": n.hypervisor_hostname, "generation": 1,
+                     "created_at": now}
+                    for n in nodes
+                ],
+            )  # fmt: skip
+        conn.execute(
+            sa.update(t.providers)
+            .where(t.providers.c.root_provider_id.is_(None))
+            .values(root_provider_id=t.providers.c.id)
+        )
+        ids = {
+            str(u): int(i)
+            for u, i in conn.execute(sa.select(t.providers.c.uuid, t.providers.c.id))
+        }
+        classes = class_ids(conn, t)
+        rows: list[dict[str, object]] = []
+        for node in nodes:
+            for rclass, inv in node_inventory(node, settings).items():
+                rows.append(
+                    {
+                        "resource_provider_id": ids[node.uuid],
+                        "resource_class_id": classes[rclass],
+                        "total": inv.total,
+                        "reserved": inv.reserved,
+                        "min_unit": inv.min_unit,
+                        "max_unit": inv.max_unit,
+                        "step_size": inv.step_size,
+                        "allocation_ratio": inv.allocation_ratio,
+                        "created_at": now,
+                    }
+                )
+            old = pcpu.get(node.uuid) or pcpu.get(node.hypervisor_hostname)
+            if old is not None:
+                rows.append(
+                    {
+                        "resource_provider_id": ids[node.uuid],
+                        "resource_class_id": classes["PCPU"],
+                        **old,
+                        "created_at": now,
+                    }
+                )
+        for start in range(0, len(rows), 1000):
+            conn.execute(sa.insert(t.inventories), rows[start : start + 1000])
+    return len(nodes), len(rows)
+
+
+def rebuild_placement(
+    settings: Settings,
+    *,
+    backup: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    progress: Progress = ignore,
+) -> RebuildResult:
+    """Run the seven steps; see the module docstring."""
+    started = time.monotonic()
+    _check_separate(settings)
+    steps: list[Step] = []
+
+    def step(number: int, name: str, summary: str) -> None:
+        steps.append(Step(number, name, summary))
+        progress(Event("rebuild-placement", "step", f"{number}/7 {name}: {summary}"))
+
+    path = backup or default_backup_path()
+    if not dry_run and Path(path).exists():
+        raise BadInput(f"backup file {path} already exists; pass --backup with a new file name")
+    cloud = _read_cloud(settings)
+    with engine_for(settings.url("placement")) as engine, database_lock(engine, LOCK):
+        tables = PlacementTables(engine)
+        with engine.connect() as conn:
+            reasons = _reasons(conn, tables, cloud)
+            pcpu = _pcpu_inventory(conn, tables)
+        saved = None
+        if dry_run:
+            step(1, "backup", f"would back up the Placement database to {path}")
+        else:
+            saved = backup_placement(engine, path, progress=progress)
+            rows = sum(saved.rows.values())
+            step(1, "backup", f"{rows} rows saved to {saved.path} and verified")
+        if reasons and not force:
+            if dry_run:
+                step(2, "check", "would refuse without --force: " + "; ".join(reasons))
+            else:
+                raise RebuildRefused(
+                    "rebuild-placement refused, Placement holds what Nova cannot rebuild: "
+                    + "; ".join(reasons)
+                    + f". Nothing was changed (backup: {path}); pass --force to rebuild anyway"
+                )
+        elif reasons:
+            step(2, "check", "--force: rebuilding without " + "; ".join(reasons))
+        else:
+            step(2, "check", "nothing Placement holds is beyond what Nova can rebuild")
+        if dry_run:
+            inventories = sum(len(node_inventory(n, settings)) for n in cloud.nodes)
+            step(3, "schema", "would drop Placement's tables and recreate them at head")
+            step(4, "providers", f"would create {len(cloud.nodes)} providers, "
+                 f"{inventories} inventories")  # fmt: skip
+            step(5, "heal", f"would heal up to {len(cloud.instances)} instances")
+            step(6, "aggregates", "would sync host aggregates")
+            step(7, "audit", "would audit the result")
+            return RebuildResult(
+                steps, reasons, None, len(cloud.nodes), inventories, dry_run=True,
+                elapsed=time.monotonic() - started,
+            )  # fmt: skip
+        drop_placement_tables(engine)
+        sync(settings, "placement")
+        tables = PlacementTables(engine)
+        with engine.begin() as conn:
+            classes = ensure_standard_classes(conn, tables)
+            traits = ensure_standard_traits(conn, tables)
+        step(3, "schema", f"recreated at head; {classes} resource classes, {traits} traits")
+        providers, inventories = _register(engine, tables, settings, cloud.nodes, pcpu)
+        step(4, "providers", f"{providers} providers, {inventories} inventories")
+        healed = heal_allocations(settings, HealOptions(), progress=progress)
+        step(5, "heal", f"{healed.processed} instances healed, {len(healed.skipped)} skipped, "
+             f"{len(healed.failed)} failed")  # fmt: skip
+        aggregates = sync_aggregates(settings, progress=progress) if api_exists(settings) else None
+        if aggregates is not None:
+            step(6, "aggregates", f"{len(aggregates.added)} memberships added")
+        else:
+            step(6, "aggregates", "no API database: skipped")
+        checked = audit(settings, progress=progress)
+        step(7, "audit", "clean" if not checked.findings else f"{len(checked.findings)} findings")
+    return RebuildResult(
+        steps, reasons, saved, providers, inventories, healed, aggregates, checked,
+        elapsed=time.monotonic() - started,
+    )  # fmt: skip
+
+
+def restore(settings: Settings, path: str, *, progress: Progress = ignore) -> RestoreResult:
+    """``rebuild-placement --restore FILE``: put a backup back exactly, under the rebuild lock."""
+    _check_separate(settings)
+    with engine_for(settings.url("placement"), create=True) as engine, database_lock(engine, LOCK):
+        return restore_placement(engine, path, progress=progress)

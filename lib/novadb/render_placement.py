@@ -1,0 +1,164 @@
+"""Tables and text for the Placement operations' results (CLI; the charm flattens the same)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from novadb.placement_aggregates import AggregatesResult
+from novadb.placement_audit import AuditResult
+from novadb.placement_backup import RestoreResult
+from novadb.placement_heal import HealResult
+from novadb.placement_rebuild import RebuildResult
+
+SHOWN = 20  # per list; the rest is counted, --json has everything
+
+
+def audit_table(result: AuditResult) -> Group:
+    """Findings by kind, then the first findings of each kind with their fix."""
+    parts: list[Table | Text] = []
+    if not result.findings:
+        parts.append(
+            Text(
+                f"Placement agrees with Nova: {result.compute_nodes} compute nodes, "
+                f"{result.providers} providers, no orphan allocations."
+            )
+        )
+        return Group(*parts)
+    table = Table(title="placement-audit")
+    for column in ("Finding", "Provider", "Name", "Detail", "Fix"):
+        table.add_column(column, overflow="fold")
+    shown: Counter[str] = Counter()
+    for f in result.findings:
+        shown[f.kind] += 1
+        if shown[f.kind] <= SHOWN:
+            table.add_row(f.kind, f.provider, f.name, f.detail, f.fix)
+    parts.append(table)
+    more = {k: n - SHOWN for k, n in shown.items() if n > SHOWN}
+    if more:
+        extra = ", ".join(f"{n} more {k}" for k, n in sorted(more.items()))
+        parts.append(Text(f"... and {extra} (use --json for all)"))
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(shown.items()))
+    if result.deleted_consumers:
+        summary += (
+            f"; deleted {result.deleted_allocations} allocations of "
+            f"{result.deleted_consumers} orphan consumers"
+        )
+    if result.changed_consumers:
+        summary += f"; {len(result.changed_consumers)} consumers changed meanwhile, left alone"
+    parts.append(Text(summary))
+    return Group(*parts)
+
+
+def heal_table(result: HealResult) -> Group:
+    """nova-manage's per-instance lines for what changed, then a summary table."""
+    lines: list[str] = []
+    for h in result.healed[:SHOWN]:
+        verb = "Create" if h.action == "create" else "Update"
+        if result.dry_run:
+            payload = json.dumps(
+                {
+                    "allocations": {h.provider: {"resources": h.resources}},
+                    "project_id": h.project_id,
+                    "user_id": h.user_id,
+                },
+                sort_keys=True,
+            )
+            lines.append(f"[dry-run] {verb} allocations for instance {h.instance}: {payload}")
+        else:
+            lines.append(f"Successfully {verb.lower()}d allocations for instance {h.instance}.")
+    if len(result.healed) > SHOWN:
+        lines.append(f"... and {len(result.healed) - SHOWN} more")
+    for item in (result.failed + result.skipped)[:SHOWN]:
+        lines.append(item.reason)
+    table = Table(title="heal-allocations" + (" (dry run)" if result.dry_run else ""))
+    for column in ("Healed", "Up to date", "Skipped", "Failed", "Cells", "Seconds"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(result.processed),
+        str(result.up_to_date),
+        str(len(result.skipped)),
+        str(len(result.failed)),
+        str(result.cells),
+        f"{result.elapsed:.1f}",
+    )
+    tail = "Max count reached. " if result.max_count_reached else ""
+    return Group(
+        *(Text(line) for line in lines),
+        table,
+        Text(f"{tail}Processed {result.processed} instances."),
+    )
+
+
+def aggregates_table(result: AggregatesResult) -> Group:
+    """Memberships added, then nova-manage's messages for hosts it could not resolve."""
+    table = Table(title="sync-aggregates" + (" (dry run)" if result.dry_run else ""))
+    for column in ("Aggregate", "Host", "Provider"):
+        table.add_column(column)
+    for agg, host, provider in result.added[:SHOWN]:
+        table.add_row(agg, host, provider)
+    parts: list[Table | Text] = [table] if result.added else []
+    verb = "would add" if result.dry_run else "added"
+    parts.append(
+        Text(
+            f"{result.aggregates} aggregates: {verb} {len(result.added)} host memberships, "
+            f"{result.already} already present"
+        )
+    )
+    if result.unmapped_hosts:
+        parts.append(
+            Text(
+                "Some hosts are not mapped to a cell. Run `nova-manage cell_v2 discover_hosts` "
+                f"and then retry. Missing: {','.join(result.unmapped_hosts)}"
+            )
+        )
+    if result.missing_nodes:
+        parts.append(
+            Text(
+                "Unable to find matching compute_nodes record entries in the database for the "
+                "following hosts; does the nova-compute service on each host need to be "
+                f"restarted? Missing: {','.join(result.missing_nodes)}"
+            )
+        )
+    if result.missing_providers:
+        pairs = ",".join(f"({h}={u})" for h, u in result.missing_providers)
+        parts.append(
+            Text(
+                "Unable to find matching resource provider record in placement with uuid for "
+                f"the following hosts: {pairs}; run `novadb placement-audit`"
+            )
+        )
+    return Group(*parts)
+
+
+def rebuild_table(result: RebuildResult) -> Group:
+    """One row per step: number, name, what it did (or would do)."""
+    table = Table(title="rebuild-placement" + (" (dry run)" if result.dry_run else ""))
+    for column in ("Step", "Name", "Result"):
+        table.add_column(column, overflow="fold")
+    for s in result.steps:
+        table.add_row(f"{s.number}/7", s.name, s.summary)
+    parts: list[Table | Text | Group] = [table]
+    if result.audit is not None and result.audit.findings:
+        parts.append(audit_table(result.audit))
+    if result.heal is not None and result.heal.failed:
+        parts.append(Text("\n".join(f.reason for f in result.heal.failed[:SHOWN])))
+    parts.append(Text(f"{result.elapsed:.1f} s"))
+    return Group(*parts)
+
+
+def restore_text(result: RestoreResult) -> Text:
+    """One line: what came back from which file, at which revision."""
+    rows = sum(result.rows.values())
+    text = (
+        f"restored {rows} rows in {len(result.rows)} tables from {result.path} "
+        f"(revision {result.revision}) in {result.elapsed:.1f} s; every table verified"
+    )
+    if result.adjusted:
+        rounded = ", ".join(f"{t} {n}" for t, n in sorted(result.adjusted.items()))
+        text += f"; values rounded to what this database stores: {rounded}"
+    return Text(text)
