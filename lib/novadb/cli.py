@@ -23,18 +23,22 @@ from typing import Any
 
 from rich.console import Console
 
-from novadb import cli_placement, render
-from novadb.archive import ArchiveOptions, archive
+from novadb import cli_placement, render, render_placement
+from novadb.archive import ArchiveOptions, ArchiveResult, archive
+from novadb.check import CheckResult, check
 from novadb.cli_progress import Bars
 from novadb.config import Settings, load_settings
-from novadb.demo import run_demo
+from novadb.demo import DEFAULT_INSTANCES, DemoStep, run_demo
 from novadb.errors import BadInput, NovaDbError
 from novadb.null_uuid import null_instance_uuid_scan
-from novadb.online.runner import online_migrate
+from novadb.online.runner import OnlineResult, online_migrate
 from novadb.online.runner import validate as validate_online
+from novadb.placement_audit import AuditResult
+from novadb.placement_check import placement_findings
+from novadb.placement_rebuild import RebuildResult
 from novadb.progress import Event
-from novadb.purge import PurgeOptions, purge
-from novadb.sync import sync, version
+from novadb.purge import PurgeOptions, PurgeResult, purge
+from novadb.sync import SyncResult, sync, version
 from novadb.targets import CHOICES
 
 EXIT_UNEXPECTED = 255
@@ -245,14 +249,31 @@ def build_parser() -> argparse.ArgumentParser:
     cli_placement.add_parsers(add)
 
     p = add(
+        "check",
+        "Read-only pre-upgrade report: what will bite, how bad, and the command that fixes it.",
+        "novadb check",
+        "novadb --config-file /etc/nova/nova.conf check",
+        "novadb --json check | jq '.findings[] | select(.severity == \"blocker\")'",
+    )
+    p.add_argument(
+        "--no-placement", action="store_true", help="skip the Placement audit's findings"
+    )
+
+    p = add(
         "demo",
-        "Build a sample cloud on SQLite and run novadb on it.",
+        "Build a sample cloud on SQLite and run the pre-upgrade flow on it.",
         "novadb demo",
-        "novadb demo --dir ./cloud",
+        "novadb demo --keep",
+        "novadb demo --dir ./cloud --instances 5000",
     )
     p.add_argument(
         "--dir", metavar="DIR", help="where to build it (default: a new temporary directory)"
     )
+    p.add_argument("--keep", action="store_true", help="leave the databases to explore afterwards")
+    p.add_argument(
+        "--instances", type=int, default=DEFAULT_INSTANCES, metavar="N",
+        help=f"instances in the sample cell (default {DEFAULT_INSTANCES})",
+    )  # fmt: skip
     return parser
 
 
@@ -346,20 +367,57 @@ def _cmd_null_uuid(args: argparse.Namespace, out: _Output) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace, out: _Output) -> int:
+    placement = None if args.no_placement else placement_findings
+    result = check(_settings(args), progress=out.progress, placement=placement)
+    out.result(result, render.check_table)
+    return result.exit_code
+
+
+_DEMO_RENDERERS: dict[type, Callable[[Any], Any]] = {
+    CheckResult: render.check_table,
+    SyncResult: render.sync_table,
+    OnlineResult: render.online_text,
+    ArchiveResult: render.archive_summary,
+    PurgeResult: render.purge_text,
+    AuditResult: render_placement.audit_table,
+    RebuildResult: render_placement.rebuild_table,
+}
+
+
 def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
-    result = run_demo(args.dir, progress=out.progress)
+    if args.instances < 1:
+        raise BadInput("--instances must be a positive integer")
+
+    def show(step: DemoStep) -> None:
+        if out.as_json:
+            return
+        out.close()
+        out.out.rule(f"$ {step.command}", align="left")
+        rendered = _DEMO_RENDERERS[type(step.result)](step.result)
+        if isinstance(rendered, str):
+            out.out.print(rendered, markup=False)
+        else:
+            out.out.print(rendered)
+        out.out.print(f"exit {step.exit_code}, {step.elapsed:.1f} s", style="dim")
+
+    result = run_demo(
+        args.dir, keep=args.keep, instances=args.instances, progress=out.progress, on_step=show
+    )
     out.close()
     if out.as_json:
-        out.result(result, render.version_table)
+        out.result(result, str)
         return 0
-    out.out.print(render.sync_table(result.sync))
-    out.out.print(render.version_table(result.version))
-    out.out.print(
-        f"The sample cloud is in {result.directory}; explore it with:\n"
-        f"  novadb --api-database sqlite:///{result.directory}/nova_api.sqlite "
-        f"--database sqlite:///{result.directory}/cell1.sqlite "
-        f"--placement-database sqlite:///{result.directory}/placement.sqlite version"
-    )
+    out.out.print(f"The pre-upgrade flow ran in {result.elapsed:.1f} s.")
+    if result.kept:
+        out.out.print(
+            f"The sample cloud is in {result.directory}; explore it with:\n"
+            f"  novadb {result.database_options()} check",
+            markup=False,
+            soft_wrap=True,
+        )
+    else:
+        out.out.print("The sample cloud was removed (pass --keep to explore it).")
     return 0
 
 
@@ -484,6 +542,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, _Output], int]] = {
     "archive": _cmd_archive,
     "purge": _cmd_purge,
     "online-migrate": _cmd_online,
+    "check": _cmd_check,
     "demo": _cmd_demo,
 }
 

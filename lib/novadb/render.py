@@ -10,10 +10,12 @@ import dataclasses
 import json
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 from novadb.archive import ArchiveResult
+from novadb.check import CheckResult
 from novadb.null_uuid import NullUuidResult
 from novadb.online.runner import OnlineResult
 from novadb.purge import PurgeResult
@@ -132,3 +134,36 @@ def purge_text(result: PurgeResult) -> str:
 def show(console: Console, renderable: Any) -> None:
     """Print a table (or text) to the console."""
     console.print(renderable)
+
+
+_SEVERITY_ORDER = {"blocker": 0, "warning": 1, "info": 2}
+_SEVERITY_STYLE = {"blocker": "bold red", "warning": "yellow", "info": "dim"}
+
+
+def check_table(result: CheckResult) -> Group:
+    """Findings, worst first, each with the command that fixes it; then the verdict."""
+    parts: list[Table | Text] = []
+    if result.findings:
+        table = Table(title="check")
+        for column in ("Severity", "Database", "Finding", "Count", "Summary", "Fix"):
+            table.add_column(column, overflow="fold")
+        ordered = sorted(result.findings, key=lambda f: _SEVERITY_ORDER[f.severity])
+        for f in ordered:
+            table.add_row(
+                Text(f.severity, style=_SEVERITY_STYLE[f.severity]),
+                f.database,
+                f.code + (f" ({f.subject})" if f.subject else ""),
+                str(f.count),
+                f.summary,
+                f.fix,
+            )
+        parts.append(table)
+    verdict = {0: "nothing will bite", 1: "warnings to clean up", 2: "blockers: fix them first"}
+    parts.append(
+        Text(
+            f"{result.count('blocker')} blockers, {result.count('warning')} warnings, "
+            f"{result.count('info')} info in {len(result.databases)} databases "
+            f"({result.elapsed:.1f} s): {verdict[result.exit_code]}"
+        )
+    )
+    return Group(*parts)

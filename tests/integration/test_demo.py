@@ -1,0 +1,98 @@
+"""``novadb demo``, ``novadb check`` and the Placement commands through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from novadb.cli import COMMANDS, main
+
+FLOW = [
+    "novadb check",
+    "novadb sync",
+    "novadb online-migrate --all-cells",
+    "novadb archive --until-complete --all-cells",
+    "novadb purge --all --all-cells",
+    "novadb placement-audit",
+    "novadb rebuild-placement --backup",
+    "novadb check",
+]
+
+
+@pytest.mark.parametrize("operation", sorted(COMMANDS))
+def test_every_operation_help_has_an_example(
+    operation: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([operation, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    examples = out.split("\nexamples:\n", 1)[1]
+    assert f"novadb {operation}" in examples
+
+
+def test_demo_runs_the_flow_and_keeps_the_cloud(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "cloud"
+    assert main(["demo", "--dir", str(directory), "--keep", "--instances", "400"]) == 0
+    out = capsys.readouterr().out
+    headers = re.findall(r"^\$ (novadb [^─\n]*?)\s*─", out, flags=re.M)
+    assert len(headers) == len(FLOW)
+    for got, want in zip(headers, FLOW, strict=True):
+        assert got.startswith(want)
+    exits = re.findall(r"^exit (\d+), ", out, flags=re.M)
+    # check finds a blocker first (online migrations pending), the audit finds the
+    # 409 conflicts, and after the flow check is clean.
+    assert exits == ["2", "0", "0", "0", "0", "3", "0", "0"]
+    assert "name-conflict" in out
+    last = out.strip().splitlines()[-1].strip()
+    assert last.startswith("novadb --database sqlite:///") and last.endswith(" check")
+    assert sorted(p.name for p in directory.glob("*.sqlite")) == [
+        "cell0.sqlite", "cell1.sqlite", "nova_api.sqlite", "placement.sqlite",
+    ]  # fmt: skip
+
+    # The printed command works and finds the cloud clean.
+    args = last.split()[1:]
+    assert main([*args[:-1], "--json", "check"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [f for f in report["findings"] if f["severity"] != "info"] == []
+
+    # A second demo into the same directory refuses instead of mixing clouds.
+    assert main(["demo", "--dir", str(directory)]) == 2
+    assert "already holds SQLite databases" in capsys.readouterr().err
+
+
+def test_demo_without_keep_leaves_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--json", "demo", "--instances", "200"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["kept"] is False
+    assert not Path(result["directory"]).exists()
+    assert [s["exit_code"] for s in result["steps"]] == [2, 0, 0, 0, 0, 3, 0, 0]
+
+
+def test_placement_commands_refuse_bad_input_with_127(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "c"
+    assert main(["demo", "--dir", str(directory), "--keep", "--instances", "100"]) == 0
+    capsys.readouterr()
+    base = [
+        "--database", f"sqlite:///{directory}/cell1.sqlite",
+        "--api-database", f"sqlite:///{directory}/nova_api.sqlite",
+        "--placement-database", f"sqlite:///{directory}/placement.sqlite",
+    ]  # fmt: skip
+    cases = [
+        (["heal-allocations", "--max-count", "0"], "positive integer for --max-count."),
+        (["heal-allocations", "--force"], "The --instance flag is required when using --force"),
+        (["placement-audit", "--resource-provider", "0" * 36], "does not exist"),
+    ]
+    for argv, message in cases:
+        assert main([*base, *argv]) == 127
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err
+    assert main([*base, "heal-allocations", "--dry-run"]) == 4
+    assert "Processed 0 instances." in capsys.readouterr().out
+    assert main([*base, "sync-aggregates"]) == 0
