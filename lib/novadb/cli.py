@@ -283,9 +283,9 @@ class _Output:
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
         no_color = bool(os.environ.get("NO_COLOR"))
-        self.out = Console(
-            no_color=no_color, highlight=False, width=None if sys.stdout.isatty() else 200
-        )
+        # Not a terminal: wide enough that tables do not wrap, unless COLUMNS says otherwise.
+        wide = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200
+        self.out = Console(no_color=no_color, highlight=False, width=wide)
         self.err = Console(stderr=True, no_color=no_color, highlight=False)
         self.live = sys.stdout.isatty() and not as_json
         self.bars = Bars(self.err) if self.live else None
@@ -379,7 +379,7 @@ _DEMO_RENDERERS: dict[type, Callable[[Any], Any]] = {
     SyncResult: render.sync_table,
     OnlineResult: render.online_text,
     ArchiveResult: render.archive_summary,
-    PurgeResult: render.purge_text,
+    PurgeResult: lambda r: f"purged {r.total} shadow rows in {r.elapsed:.1f} s",
     AuditResult: render_placement.audit_table,
     RebuildResult: render_placement.rebuild_table,
 }

@@ -223,7 +223,7 @@ def _node_findings(
                         holder.uuid,
                         node.hypervisor_hostname,
                         f"provider {holder.uuid} holds the name of compute node {node.uuid} "
-                        f"(cell {node.cell}); nova-compute cannot create its provider (409)",
+                        f"({node.cell}): nova-compute gets 409 creating its provider",
                         FIXES["name-conflict"],
                     )
                 )

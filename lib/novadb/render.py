@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from rich.console import Console, Group
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -141,23 +142,21 @@ _SEVERITY_STYLE = {"blocker": "bold red", "warning": "yellow", "info": "dim"}
 
 
 def check_table(result: CheckResult) -> Group:
-    """Findings, worst first, each with the command that fixes it; then the verdict."""
-    parts: list[Table | Text] = []
-    if result.findings:
-        table = Table(title="check")
-        for column in ("Severity", "Database", "Finding", "Count", "Summary", "Fix"):
-            table.add_column(column, overflow="fold")
-        ordered = sorted(result.findings, key=lambda f: _SEVERITY_ORDER[f.severity])
-        for f in ordered:
-            table.add_row(
-                Text(f.severity, style=_SEVERITY_STYLE[f.severity]),
-                f.database,
-                f.code + (f" ({f.subject})" if f.subject else ""),
-                str(f.count),
-                f.summary,
-                f.fix,
-            )
-        parts.append(table)
+    """Findings, worst first: what and where, why in a sentence, and the command that fixes it.
+
+    A block per finding rather than a table: summaries and fixes are
+    sentences and commands, which a table column would wrap unreadably.
+    """
+    parts: list[Text | Padding] = []
+    for f in sorted(result.findings, key=lambda f: _SEVERITY_ORDER[f.severity]):
+        head = Text(f"{f.severity.upper():8}", style=_SEVERITY_STYLE[f.severity])
+        subject = f" ({f.subject})" if f.subject else ""
+        head.append(f" {f.database}: {f.code}{subject}, {f.count}")
+        parts += [
+            head,
+            Padding(Text(f.summary), (0, 0, 0, 9)),
+            Padding(Text(f"fix: {f.fix}"), (0, 0, 0, 9)),
+        ]
     verdict = {0: "nothing will bite", 1: "warnings to clean up", 2: "blockers: fix them first"}
     parts.append(
         Text(

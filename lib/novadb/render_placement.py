@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 from rich.console import Group
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
 from novadb.placement_aggregates import AggregatesResult
-from novadb.placement_audit import AuditResult
+from novadb.placement_audit import AuditFinding, AuditResult
 from novadb.placement_backup import RestoreResult
 from novadb.placement_heal import HealResult
 from novadb.placement_rebuild import RebuildResult
@@ -19,8 +19,8 @@ SHOWN = 20  # per list; the rest is counted, --json has everything
 
 
 def audit_table(result: AuditResult) -> Group:
-    """Findings by kind, then the first findings of each kind with their fix."""
-    parts: list[Table | Text] = []
+    """Findings grouped by kind: the fix once per kind, then one line per finding."""
+    parts: list[Text | Padding] = []
     if not result.findings:
         parts.append(
             Text(
@@ -29,20 +29,18 @@ def audit_table(result: AuditResult) -> Group:
             )
         )
         return Group(*parts)
-    table = Table(title="placement-audit")
-    for column in ("Finding", "Provider", "Name", "Detail", "Fix"):
-        table.add_column(column, overflow="fold")
-    shown: Counter[str] = Counter()
+    by_kind: dict[str, list[AuditFinding]] = {}
     for f in result.findings:
-        shown[f.kind] += 1
-        if shown[f.kind] <= SHOWN:
-            table.add_row(f.kind, f.provider, f.name, f.detail, f.fix)
-    parts.append(table)
-    more = {k: n - SHOWN for k, n in shown.items() if n > SHOWN}
-    if more:
-        extra = ", ".join(f"{n} more {k}" for k, n in sorted(more.items()))
-        parts.append(Text(f"... and {extra} (use --json for all)"))
-    summary = ", ".join(f"{n} {k}" for k, n in sorted(shown.items()))
+        by_kind.setdefault(f.kind, []).append(f)
+    for kind, found in by_kind.items():
+        parts.append(Text(f"{kind}: {len(found)}, fix: {found[0].fix}", style="bold"))
+        for f in found[:SHOWN]:
+            parts.append(Padding(Text(f"{f.name or f.provider}: {f.detail}"), (0, 0, 0, 2)))
+        if len(found) > SHOWN:
+            parts.append(
+                Padding(Text(f"... and {len(found) - SHOWN} more (--json)"), (0, 0, 0, 2))
+            )
+    summary = ", ".join(f"{len(v)} {k}" for k, v in by_kind.items())
     if result.deleted_consumers:
         summary += (
             f"; deleted {result.deleted_allocations} allocations of "
