@@ -114,3 +114,17 @@ def sqlite_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty working directory, so the default ``sqlite:///nova.sqlite`` files land there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def new_db(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    """A factory of fresh, empty databases: SQLite files, then (second run) MariaDB databases."""
+    if request.param == "sqlite":
+        return lambda: f"sqlite:///{tmp_path / secrets.token_hex(4)}.sqlite"
+    return request.getfixturevalue("mysql_dbs")
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Callable[[], str]:
+    """A factory of fresh SQLite database files, for tests where the dialect does not matter."""
+    return lambda: f"sqlite:///{tmp_path / secrets.token_hex(4)}.sqlite"

@@ -47,7 +47,7 @@ from novadb.placement_db import (
     utcnow,
     write,
 )
-from novadb.placement_nova import cells_for_placement
+from novadb.placement_nova import cells_for_placement, instances_query
 from novadb.placement_resources import (
     UnsupportedFlavor,
     flavor_from_instance_extra,
@@ -228,28 +228,8 @@ class _CellReader:
             self.nodes[(host, name)].append(str(uuid))
 
     def batch(self, after: int, limit: int) -> list[_Instance]:
-        inst, extra = self.inst, self.extra
-        query = (
-            sa.select(
-                inst.c.id,
-                inst.c.uuid,
-                inst.c.host,
-                inst.c.node,
-                inst.c.task_state,
-                inst.c.project_id,
-                inst.c.user_id,
-                inst.c.image_ref,
-                extra.c.flavor,
-            )
-            .select_from(
-                inst.outerjoin(
-                    extra, sa.and_(extra.c.instance_uuid == inst.c.uuid, extra.c.deleted == 0)
-                )
-            )
-            .where(inst.c.deleted == 0, inst.c.id > after)
-            .order_by(inst.c.id)
-            .limit(limit)
-        )
+        inst = self.inst
+        query = instances_query(inst, self.extra).where(inst.c.id > after).limit(limit)
         if self.only is not None:
             query = query.where(inst.c.uuid == self.only)
         rows = [

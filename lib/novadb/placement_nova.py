@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -65,6 +66,20 @@ class Inventory:
     step_size: int
     allocation_ratio: float
 
+    def row(self, provider_id: int, class_id: int, now: datetime) -> dict[str, object]:
+        """The ``inventories`` row Placement stores for it."""
+        return {
+            "resource_provider_id": provider_id,
+            "resource_class_id": class_id,
+            "total": self.total,
+            "reserved": self.reserved,
+            "min_unit": self.min_unit,
+            "max_unit": self.max_unit,
+            "step_size": self.step_size,
+            "allocation_ratio": self.allocation_ratio,
+            "created_at": now,
+        }
+
 
 def cells_for_placement(settings: Settings) -> list[Cell]:
     """Mapped cells but cell0 (no instance there has a host), else the local database."""
@@ -77,13 +92,38 @@ def cells_for_placement(settings: Settings) -> list[Cell]:
     return cells
 
 
-def _table(conn: Connection, name: str) -> sa.Table:
+def reflect(conn: Connection, name: str) -> sa.Table:
+    """One cell table as the database has it."""
     return sa.Table(name, sa.MetaData(), autoload_with=conn)
+
+
+def instances_query(inst: sa.Table, extra: sa.Table) -> sa.Select:
+    """Live instances in id order with what heal needs: placement, owner, image, flavor."""
+    return (
+        sa.select(
+            inst.c.id,
+            inst.c.uuid,
+            inst.c.host,
+            inst.c.node,
+            inst.c.task_state,
+            inst.c.project_id,
+            inst.c.user_id,
+            inst.c.image_ref,
+            extra.c.flavor,
+        )
+        .select_from(
+            inst.outerjoin(
+                extra, sa.and_(extra.c.instance_uuid == inst.c.uuid, extra.c.deleted == 0)
+            )
+        )
+        .where(inst.c.deleted == 0)
+        .order_by(inst.c.id)
+    )
 
 
 def compute_nodes(conn: Connection, cell: str) -> list[ComputeNode]:
     """Every live compute node of one cell database."""
-    cn = _table(conn, "compute_nodes")
+    cn = reflect(conn, "compute_nodes")
     query = (
         sa.select(
             cn.c.uuid,
@@ -125,8 +165,8 @@ def consumers_by_node(conn: Connection) -> dict[tuple[str, str], set[str]]:
     These are the consumers that may legitimately hold allocations on that
     node's provider (Nova's audit uses the same two lists).
     """
-    inst = _table(conn, "instances")
-    mig = _table(conn, "migrations")
+    inst = reflect(conn, "instances")
+    mig = reflect(conn, "migrations")
     out: dict[tuple[str, str], set[str]] = defaultdict(set)
     query = sa.select(inst.c.uuid, inst.c.host, inst.c.node).where(
         inst.c.deleted == 0, inst.c.host.is_not(None), inst.c.node.is_not(None)
@@ -148,7 +188,7 @@ def consumers_by_node(conn: Connection) -> dict[tuple[str, str], set[str]]:
 
 def migration_uuids(conn: Connection) -> set[str]:
     """Every migration uuid the cell knows (finished or not, not deleted)."""
-    mig = _table(conn, "migrations")
+    mig = reflect(conn, "migrations")
     query = sa.select(mig.c.uuid).where(mig.c.deleted == 0, mig.c.uuid.is_not(None))
     return {str(r[0]) for r in conn.execute(query)}
 

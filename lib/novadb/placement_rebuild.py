@@ -293,19 +293,7 @@ def _register(
         rows: list[dict[str, object]] = []
         for node in nodes:
             for rclass, inv in node_inventory(node, settings).items():
-                rows.append(
-                    {
-                        "resource_provider_id": ids[node.uuid],
-                        "resource_class_id": classes[rclass],
-                        "total": inv.total,
-                        "reserved": inv.reserved,
-                        "min_unit": inv.min_unit,
-                        "max_unit": inv.max_unit,
-                        "step_size": inv.step_size,
-                        "allocation_ratio": inv.allocation_ratio,
-                        "created_at": now,
-                    }
-                )
+                rows.append(inv.row(ids[node.uuid], classes[rclass], now))
             old = pcpu.get(node.uuid) or pcpu.get(node.hypervisor_hostname)
             if old is not None:
                 rows.append(

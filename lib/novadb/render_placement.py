@@ -12,7 +12,7 @@ from rich.text import Text
 from novadb.placement_aggregates import AggregatesResult
 from novadb.placement_audit import AuditFinding, AuditResult
 from novadb.placement_backup import RestoreResult
-from novadb.placement_heal import HealResult
+from novadb.placement_heal import HealResult, NotHealed
 from novadb.placement_rebuild import RebuildResult
 
 SHOWN = 20  # per list; the rest is counted, --json has everything
@@ -71,8 +71,11 @@ def heal_table(result: HealResult) -> Group:
             lines.append(f"Successfully {verb.lower()}d allocations for instance {h.instance}.")
     if len(result.healed) > SHOWN:
         lines.append(f"... and {len(result.healed) - SHOWN} more")
-    for item in (result.failed + result.skipped)[:SHOWN]:
+    lines += _grouped(result.failed)
+    for item in result.skipped[:SHOWN]:
         lines.append(item.reason)
+    if len(result.skipped) > SHOWN:
+        lines.append(f"... and {len(result.skipped) - SHOWN} more skipped")
     table = Table(title="heal-allocations" + (" (dry run)" if result.dry_run else ""))
     for column in ("Healed", "Up to date", "Skipped", "Failed", "Cells", "Seconds"):
         table.add_column(column, justify="right")
@@ -90,6 +93,23 @@ def heal_table(result: HealResult) -> Group:
         table,
         Text(f"{tail}Processed {result.processed} instances."),
     )
+
+
+def _grouped(failed: list[NotHealed]) -> list[str]:
+    """Failures with the same cause (say, one node without a provider) as one line each."""
+    causes: dict[str, list[str]] = {}
+    for f in failed:
+        cause = f.reason.removeprefix(f"Instance {f.instance}: ")
+        causes.setdefault(cause, []).append(f.instance)
+    lines = []
+    for cause, instances in list(causes.items())[:SHOWN]:
+        if len(instances) == 1:
+            lines.append(f"Instance {instances[0]}: {cause}")
+        else:
+            lines.append(f"{len(instances)} instances (e.g. {instances[0]}): {cause}")
+    if len(causes) > SHOWN:
+        lines.append(f"... and {len(causes) - SHOWN} more causes (--json lists every instance)")
+    return lines
 
 
 def aggregates_table(result: AggregatesResult) -> Group:

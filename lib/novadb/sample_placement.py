@@ -67,7 +67,9 @@ from novadb.placement_nova import (
     Inventory,
     cells_for_placement,
     compute_nodes,
+    instances_query,
     node_inventory,
+    reflect,
 )
 from novadb.placement_resources import (
     UnsupportedFlavor,
@@ -141,10 +143,6 @@ def _uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def _table(conn: Connection, name: str) -> sa.Table:
-    return sa.Table(name, sa.MetaData(), autoload_with=conn)
-
-
 def _insert(conn: Connection, table: sa.Table, rows: Rows) -> int:
     for part in chunks(rows, CHUNK):
         conn.execute(sa.insert(table), part)
@@ -165,27 +163,9 @@ def _claims(
     skipped: Counter[str],
 ) -> list[_Claim]:
     """Each live instance's allocations, or a reason in ``skipped`` why Nova has none."""
-    inst, extra = _table(conn, "instances"), _table(conn, "instance_extra")
-    bdm = _table(conn, "block_device_mapping")
-    query = (
-        sa.select(
-            inst.c.uuid,
-            inst.c.host,
-            inst.c.node,
-            inst.c.task_state,
-            inst.c.project_id,
-            inst.c.user_id,
-            inst.c.image_ref,
-            extra.c.flavor,
-        )
-        .select_from(
-            inst.outerjoin(
-                extra, sa.and_(extra.c.instance_uuid == inst.c.uuid, extra.c.deleted == 0)
-            )
-        )
-        .where(inst.c.deleted == 0)
-        .order_by(inst.c.id)
-    )
+    inst, extra = reflect(conn, "instances"), reflect(conn, "instance_extra")
+    bdm = reflect(conn, "block_device_mapping")
+    query = instances_query(inst, extra)
     # Nova's is_volume_backed_instance: no image, or a volume as the root device.
     roots = (
         sa.select(bdm.c.instance_uuid)
@@ -261,7 +241,7 @@ def _map_hosts(
     conn: Connection, cells: list[Cell], hosts_by_cell: dict[str, list[str]]
 ) -> tuple[int, dict[str, set[str]]]:
     """Host mappings for unmapped hosts; return how many, and each cell's now-mapped hosts."""
-    hm, cm = _table(conn, "host_mappings"), _table(conn, "cell_mappings")
+    hm, cm = reflect(conn, "host_mappings"), reflect(conn, "cell_mappings")
     cell_ids = {str(u): int(i) for u, i in conn.execute(sa.select(cm.c.uuid, cm.c.id))}
     every = sorted({h for hosts in hosts_by_cell.values() for h in hosts})
     mapped: dict[str, int] = {}
@@ -292,7 +272,7 @@ def _mark_mapped(cells: list[Cell], mapped: dict[str, set[str]]) -> None:
         if not hosts:
             continue
         with engine_for(cell.url) as engine, engine.begin() as conn:
-            cn = _table(conn, "compute_nodes")
+            cn = reflect(conn, "compute_nodes")
             if "mapped" not in cn.c:
                 continue
             for part in chunks(hosts):
@@ -317,7 +297,7 @@ def _plan_aggregates(
 
 def _write_aggregates(conn: Connection, plan: dict[str, tuple[str, ...]]) -> tuple[int, int]:
     """API ``aggregates`` and ``aggregate_hosts``; return the two row counts."""
-    agg, agg_hosts = _table(conn, "aggregates"), _table(conn, "aggregate_hosts")
+    agg, agg_hosts = reflect(conn, "aggregates"), reflect(conn, "aggregate_hosts")
     now = utcnow()
     host_rows: Rows = []
     for agg_uuid, hosts in plan.items():
@@ -396,17 +376,7 @@ def _write_placement(
         conn,
         tables.inventories,
         [
-            {
-                "resource_provider_id": rp_id[node],
-                "resource_class_id": classes[rclass],
-                "total": inv.total,
-                "reserved": inv.reserved,
-                "min_unit": inv.min_unit,
-                "max_unit": inv.max_unit,
-                "step_size": inv.step_size,
-                "allocation_ratio": inv.allocation_ratio,
-                "created_at": now,
-            }
+            inv.row(rp_id[node], classes[rclass], now)
             for node, inventory in cloud.inventory.items()
             for rclass, inv in inventory.items()
         ],
@@ -539,7 +509,7 @@ def restore_cell_with_new_uuids(
         raise BadInput(f"fraction must be between 0 and 1, not {fraction}")
     rng = random.Random(seed)
     with cell_engine.begin() as conn:
-        cn = _table(conn, "compute_nodes")
+        cn = reflect(conn, "compute_nodes")
         query = (
             sa.select(cn.c.id, cn.c.uuid)
             .where(cn.c.deleted == 0, cn.c.uuid.is_not(None))
@@ -562,7 +532,7 @@ def _live_instances(settings: Settings) -> set[str]:
     live: set[str] = set()
     for cell in cells_for_placement(settings):
         with engine_for(cell.url) as engine, engine.connect() as conn:
-            inst = _table(conn, "instances")
+            inst = reflect(conn, "instances")
             live |= {
                 str(u) for (u,) in conn.execute(sa.select(inst.c.uuid).where(inst.c.deleted == 0))
             }

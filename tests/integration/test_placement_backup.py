@@ -46,14 +46,6 @@ ALLOCATIONS = 2500  # several CHUNK_ROWS chunks
 CONSUMERS = 300
 
 
-@pytest.fixture(params=["sqlite", "mariadb"])
-def new_db(request: pytest.FixtureRequest, tmp_path: Path) -> NewDb:
-    """A factory of fresh, empty databases of the parametrized dialect."""
-    if request.param == "sqlite":
-        return _sqlite_factory(tmp_path)
-    return request.getfixturevalue("mysql_dbs")
-
-
 def _sqlite_factory(tmp_path: Path) -> NewDb:
     def make() -> str:
         return f"sqlite:///{tmp_path / uuid.uuid4().hex[:8]}.sqlite"

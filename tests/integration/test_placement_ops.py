@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from novadb.errors import BadInput
@@ -19,13 +17,11 @@ from novadb.placement_heal import HealOptions, heal_allocations
 from novadb.sample_placement import (
     add_orphan_allocations,
     drop_allocations,
-    populate_placement,
     restore_cell_with_new_uuids,
 )
 
 from tests.integration.clouds import (
     Cloud,
-    build,
     consumers,
     expected_allocations,
     generations,
@@ -33,30 +29,6 @@ from tests.integration.clouds import (
     make_special,
     placement_allocations,
 )
-
-
-@pytest.fixture(params=["sqlite", "mariadb"])
-def new_db(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
-    if request.param == "sqlite":
-        return lambda: f"sqlite:///{tmp_path / uuid.uuid4().hex[:8]}.sqlite"
-    return request.getfixturevalue("mysql_dbs")
-
-
-@pytest.fixture
-def cloud(new_db: Callable[[], str]) -> Iterator[Cloud]:
-    c = build(new_db, {"cell1": (120, 4), "cell2": (30, 2)})
-    populate_placement(c.settings, aggregates=2, seed=3)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def lite(tmp_path: Path) -> Iterator[Cloud]:
-    """SQLite only: for the cases where the dialect does not matter."""
-    c = build(lambda: f"sqlite:///{tmp_path / uuid.uuid4().hex[:8]}.sqlite", {"cell1": (40, 3)})
-    populate_placement(c.settings, aggregates=1, seed=4)
-    yield c
-    c.close()
 
 
 def flavor_with(c: Cloud, instance: str, **specs: str) -> None:
@@ -83,14 +55,16 @@ def live_instances(c: Cloud, cell: str = "cell1") -> list[str]:
 # -- placement-audit -----------------------------------------------------------------------------
 
 
-def test_a_healthy_cloud_audits_clean(cloud: Cloud) -> None:
+def test_a_healthy_cloud_audits_clean(placement_cloud: Cloud) -> None:
+    cloud = placement_cloud
     result = audit(cloud.settings)
     assert result.findings == []
     assert result.exit_code == 0
     assert (result.compute_nodes, result.providers) == (6, 6)
 
 
-def test_restored_cell_shows_the_409_name_conflicts(cloud: Cloud) -> None:
+def test_restored_cell_shows_the_409_name_conflicts(placement_cloud: Cloud) -> None:
+    cloud = placement_cloud
     before = {u: n for u, (_, _, n) in live_nodes(cloud).items()}
     changed = restore_cell_with_new_uuids(cloud.cells["cell1"], fraction=1.0, seed=1)
     result = audit(cloud.settings)
@@ -104,7 +78,8 @@ def test_restored_cell_shows_the_409_name_conflicts(cloud: Cloud) -> None:
     assert all(f.fix == "novadb rebuild-placement" for f in result.findings)
 
 
-def test_orphans_are_found_and_deleted_with_generations_bumped(cloud: Cloud) -> None:
+def test_orphans_are_found_and_deleted_with_generations_bumped(placement_cloud: Cloud) -> None:
+    cloud = placement_cloud
     desync = add_orphan_allocations(cloud.placement, 5, seed=2)
     before_gens = generations(cloud)
     found = audit(cloud.settings)
@@ -125,7 +100,8 @@ def test_orphans_are_found_and_deleted_with_generations_bumped(cloud: Cloud) -> 
     assert audit(cloud.settings).exit_code == 0
 
 
-def test_audit_one_provider_and_an_unknown_one(lite: Cloud) -> None:
+def test_audit_one_provider_and_an_unknown_one(placement_lite: Cloud) -> None:
+    lite = placement_lite
     desync = add_orphan_allocations(lite.placement, 6, seed=9)
     target = sorted(desync.providers)[0]
     result = audit(lite.settings, resource_provider=target)
@@ -137,7 +113,8 @@ def test_audit_one_provider_and_an_unknown_one(lite: Cloud) -> None:
     assert err.value.exit_code == 127
 
 
-def test_inventory_missing_and_stale_providers(lite: Cloud) -> None:
+def test_inventory_missing_and_stale_providers(placement_lite: Cloud) -> None:
+    lite = placement_lite
     nodes = sorted(live_nodes(lite))
     lite.run(lite.cells["cell1"], "UPDATE compute_nodes SET vcpus = 7 WHERE uuid = :u", u=nodes[0])
     drop_allocations(lite.settings, 1000, seed=1)  # a provider can only go once it is empty
@@ -176,7 +153,8 @@ def test_inventory_missing_and_stale_providers(lite: Cloud) -> None:
 # -- heal-allocations ----------------------------------------------------------------------------
 
 
-def test_heal_recreates_exactly_the_lost_allocations(cloud: Cloud) -> None:
+def test_heal_recreates_exactly_the_lost_allocations(placement_cloud: Cloud) -> None:
+    cloud = placement_cloud
     want, owners = expected_allocations(cloud)
     desync = drop_allocations(cloud.settings, 40, seed=5)
     lost = set(desync.consumers)
@@ -205,7 +183,8 @@ def test_heal_recreates_exactly_the_lost_allocations(cloud: Cloud) -> None:
     assert (again.exit_code, again.processed, again.up_to_date) == (4, 0, len(want))
 
 
-def test_heal_skips_and_refuses_what_nova_does(lite: Cloud) -> None:
+def test_heal_skips_and_refuses_what_nova_does(placement_lite: Cloud) -> None:
+    lite = placement_lite
     cases = make_special(lite)
     want, _ = expected_allocations(lite)
     drop_allocations(lite.settings, 1000, seed=2)
@@ -229,7 +208,8 @@ def test_heal_skips_and_refuses_what_nova_does(lite: Cloud) -> None:
         assert got[instance] == want[instance]
 
 
-def test_heal_max_count_and_missing_compute_node(lite: Cloud) -> None:
+def test_heal_max_count_and_missing_compute_node(placement_lite: Cloud) -> None:
+    lite = placement_lite
     drop_allocations(lite.settings, 10, seed=3)
     first = heal_allocations(lite.settings, HealOptions(max_count=4, batch_size=3))
     assert (first.exit_code, first.processed, first.max_count_reached) == (1, 4, True)
@@ -245,7 +225,8 @@ def test_heal_max_count_and_missing_compute_node(lite: Cloud) -> None:
     assert rest.exit_code == 2
 
 
-def test_heal_fixes_owner_and_force_rewrites(lite: Cloud) -> None:
+def test_heal_fixes_owner_and_force_rewrites(placement_lite: Cloud) -> None:
+    lite = placement_lite
     want, owners = expected_allocations(lite)
     a, b = live_instances(lite)[0], live_instances(lite)[1]
     lite.run(lite.placement, "INSERT INTO projects (external_id) VALUES ('someone-else')")
@@ -267,7 +248,8 @@ def test_heal_fixes_owner_and_force_rewrites(lite: Cloud) -> None:
     assert placement_allocations(lite) == want
 
 
-def test_heal_refuses_what_placement_would(lite: Cloud) -> None:
+def test_heal_refuses_what_placement_would(placement_lite: Cloud) -> None:
+    lite = placement_lite
     victim = live_instances(lite)[0]
     provider = next(iter(expected_allocations(lite)[0][victim]))
     lite.run(lite.placement, "DELETE FROM allocations WHERE consumer_id = :u", u=victim)
@@ -293,7 +275,8 @@ def test_heal_refuses_what_placement_would(lite: Cloud) -> None:
         (HealOptions(instance="00000000-0000-0000-0000-00000000abcd"), "is it mapped?"),
     ],
 )
-def test_heal_bad_input_is_127(lite: Cloud, options: HealOptions, message: str) -> None:
+def test_heal_bad_input_is_127(placement_lite: Cloud, options: HealOptions, message: str) -> None:
+    lite = placement_lite
     with pytest.raises(BadInput, match=message) as err:
         heal_allocations(lite.settings, options)
     assert err.value.exit_code == 127
@@ -311,7 +294,8 @@ def memberships(c: Cloud) -> set[tuple[str, str]]:
     return {(str(a), str(p)) for a, p in c.rows(c.placement, sql)}
 
 
-def test_sync_aggregates_adds_back_exactly_what_is_missing(cloud: Cloud) -> None:
+def test_sync_aggregates_adds_back_exactly_what_is_missing(placement_cloud: Cloud) -> None:
+    cloud = placement_cloud
     full = memberships(cloud)
     assert full
     cloud.run(cloud.placement, "DELETE FROM resource_provider_aggregates")
@@ -328,7 +312,8 @@ def test_sync_aggregates_adds_back_exactly_what_is_missing(cloud: Cloud) -> None
     assert (again.added, again.already) == ([], len(full))
 
 
-def test_sync_aggregates_reports_what_it_cannot_resolve(lite: Cloud) -> None:
+def test_sync_aggregates_reports_what_it_cannot_resolve(placement_lite: Cloud) -> None:
+    lite = placement_lite
     hosts = [
         str(r[0]) for r in lite.rows(lite.api, "SELECT host FROM host_mappings ORDER BY host")
     ]
@@ -356,7 +341,8 @@ def test_sync_aggregates_reports_what_it_cannot_resolve(lite: Cloud) -> None:
     assert result.exit_code == 6
 
 
-def test_sync_aggregates_stops_on_a_host_with_two_nodes(lite: Cloud) -> None:
+def test_sync_aggregates_stops_on_a_host_with_two_nodes(placement_lite: Cloud) -> None:
+    lite = placement_lite
     host, node = lite.rows(
         lite.cells["cell1"],
         "SELECT host, hypervisor_hostname FROM compute_nodes WHERE deleted = 0",

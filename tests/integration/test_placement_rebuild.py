@@ -10,7 +10,6 @@ aggregates are back, and the backup restores the exact prior state.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,40 +22,15 @@ from novadb.placement_backup import PLACEMENT_TABLES
 from novadb.placement_rebuild import RebuildRefused, rebuild_placement, restore
 from novadb.sample_placement import (
     add_orphan_allocations,
-    populate_placement,
     restore_cell_with_new_uuids,
 )
 
 from tests.integration.clouds import (
     Cloud,
-    build,
     expected_allocations,
     live_nodes,
     placement_allocations,
 )
-
-
-@pytest.fixture(params=["sqlite", "mariadb"])
-def new_db(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
-    if request.param == "sqlite":
-        return lambda: f"sqlite:///{tmp_path / uuid.uuid4().hex[:8]}.sqlite"
-    return request.getfixturevalue("mysql_dbs")
-
-
-@pytest.fixture
-def cloud(new_db: Callable[[], str]) -> Iterator[Cloud]:
-    c = build(new_db, {"cell1": (120, 4), "cell2": (30, 2)})
-    populate_placement(c.settings, aggregates=2, seed=3)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def lite(tmp_path: Path) -> Iterator[Cloud]:
-    c = build(lambda: f"sqlite:///{tmp_path / uuid.uuid4().hex[:8]}.sqlite", {"cell1": (30, 2)})
-    populate_placement(c.settings, aggregates=1, seed=4)
-    yield c
-    c.close()
 
 
 def snapshot(c: Cloud) -> dict[str, list[tuple[Any, ...]]]:
@@ -92,8 +66,9 @@ def memberships(c: Cloud) -> set[tuple[str, str]]:
 
 
 def test_restored_cell_is_rebuilt_clean_and_the_backup_restores(
-    cloud: Cloud, tmp_path: Path
+    placement_cloud: Cloud, tmp_path: Path
 ) -> None:
+    cloud = placement_cloud
     want, _ = expected_allocations(cloud)
     changed = restore_cell_with_new_uuids(cloud.cells["cell1"], fraction=1.0, seed=2)
     assert len(changed) == 4
@@ -138,7 +113,10 @@ def test_restored_cell_is_rebuilt_clean_and_the_backup_restores(
     assert snapshot(cloud) == before
 
 
-def test_refuses_what_nova_cannot_rebuild_and_changes_nothing(lite: Cloud, tmp_path: Path) -> None:
+def test_refuses_what_nova_cannot_rebuild_and_changes_nothing(
+    placement_lite: Cloud, tmp_path: Path
+) -> None:
+    lite = placement_lite
     orphans = add_orphan_allocations(lite.placement, 2, seed=1)
     lite.run(
         lite.placement, "INSERT INTO resource_classes (id, name) VALUES (10000, 'CUSTOM_GOLD')"
@@ -170,18 +148,20 @@ def test_refuses_what_nova_cannot_rebuild_and_changes_nothing(lite: Cloud, tmp_p
     assert not set(placement_allocations(lite)) & set(orphans.consumers)
 
 
-def test_dry_run_reports_and_writes_nothing(lite: Cloud, tmp_path: Path) -> None:
+def test_dry_run_reports_and_writes_nothing(placement_lite: Cloud, tmp_path: Path) -> None:
+    lite = placement_lite
     before = snapshot(lite)
     backup = tmp_path / "never.json.gz"
     result = rebuild_placement(lite.settings, backup=str(backup), dry_run=True)
     assert result.exit_code == 0
     assert [s.number for s in result.steps] == list(range(1, 8))
-    assert result.steps[3].summary == "would create 2 providers, 6 inventories"
+    assert result.steps[3].summary == "would create 3 providers, 9 inventories"
     assert not backup.exists()
     assert snapshot(lite) == before
 
 
-def test_pcpu_inventory_is_carried_over_by_name(lite: Cloud, tmp_path: Path) -> None:
+def test_pcpu_inventory_is_carried_over_by_name(placement_lite: Cloud, tmp_path: Path) -> None:
+    lite = placement_lite
     name = str(lite.rows(lite.placement, "SELECT name FROM resource_providers ORDER BY id")[0][0])
     lite.run(
         lite.placement,
@@ -201,7 +181,8 @@ def test_pcpu_inventory_is_carried_over_by_name(lite: Cloud, tmp_path: Path) -> 
     assert [(str(n), int(t)) for n, t in rows] == [(name, 16)]
 
 
-def test_refuses_a_placement_database_shared_with_nova(lite: Cloud) -> None:
+def test_refuses_a_placement_database_shared_with_nova(placement_lite: Cloud) -> None:
+    lite = placement_lite
     shared = lite.settings.__class__(
         main=lite.settings.main, api=lite.settings.api, placement=lite.settings.api
     )
@@ -210,8 +191,9 @@ def test_refuses_a_placement_database_shared_with_nova(lite: Cloud) -> None:
 
 
 def test_cli_rebuild_and_restore(
-    lite: Cloud, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    placement_lite: Cloud, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    lite = placement_lite
     s = lite.settings
     base = ["--database", str(s.main), "--api-database", str(s.api), "--placement-database",
             str(s.placement)]  # fmt: skip

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from novadb.config import load_settings
 from novadb.connections import create_engine
 from novadb.sample_cloud import CloudSpec, populate
 from novadb.sync import sync
-
-
-@pytest.fixture(params=["sqlite", "mariadb"])
-def new_db(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
-    if request.param == "sqlite":
-        return lambda: f"sqlite:///{tmp_path / uuid.uuid4().hex[:8]}.sqlite"
-    return request.getfixturevalue("mysql_dbs")
 
 
 def _count(engine: sa.Engine, sql: str) -> int:

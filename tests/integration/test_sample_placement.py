@@ -9,10 +9,8 @@ expectations are recomputed here from the cell rows with plain SQL.
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import os_resource_classes as orc
@@ -46,18 +44,6 @@ from tests.integration.clouds import (
     make_special,
     placement_allocations,
 )
-
-
-@pytest.fixture(params=["sqlite", "mariadb"])
-def new_db(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
-    if request.param == "sqlite":
-        return lambda: f"sqlite:///{tmp_path / uuid.uuid4().hex[:8]}.sqlite"
-    return request.getfixturevalue("mysql_dbs")
-
-
-@pytest.fixture
-def sqlite_db(tmp_path: Path) -> Callable[[], str]:
-    return lambda: f"sqlite:///{tmp_path / uuid.uuid4().hex[:8]}.sqlite"
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ Every test runs on SQLite and on MariaDB (the ``dialect`` parameter).
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,18 +35,6 @@ API_CHAIN = ["d67eeaabee36", "b30f573d3377", "cdeec0c85668"]
 PLACEMENT_CHAIN = ["b4ed3a175331", "611cd6dffd7b", "b5c396305c25", "422ece571366", "a082b8bb98d0"]
 
 NewDb = Callable[[], str]
-
-
-@pytest.fixture(params=["sqlite", "mariadb"])
-def new_db(request: pytest.FixtureRequest, tmp_path: Path) -> NewDb:
-    """A factory of fresh, empty databases of the parametrized dialect."""
-    if request.param == "sqlite":
-
-        def make() -> str:
-            return f"sqlite:///{tmp_path / uuid.uuid4().hex[:8]}.sqlite"
-
-        return make
-    return request.getfixturevalue("mysql_dbs")
 
 
 def _settings(new_db: NewDb) -> Settings:
