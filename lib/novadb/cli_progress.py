@@ -3,8 +3,9 @@
 Shown only when stdout is a terminal (and not with --json); otherwise the
 library's events are dropped, except warnings, which always reach stderr.
 Batch events carry running totals (``data["total"]``) or per-batch counts
-(``data["done"]``); a bar is created the first time an operation/cell pair
-reports.
+(``data["done"]``), and ``data["expected"]`` when the operation knows how much
+there is (an ETA is shown then); a bar is created the first time an
+operation/cell pair reports.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 
 from novadb.progress import Event
@@ -31,6 +33,7 @@ class Bars:
             TextColumn("{task.completed:,.0f} rows"),
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
+            TimeRemainingColumn(),  # blank unless the operation said how much there is
             console=console,
             transient=False,
         )
@@ -50,6 +53,8 @@ class Bars:
         if key not in self._tasks:
             self._tasks[key] = self._progress.add_task(key, total=None, rate="")
         task_id = self._tasks[key]
+        if "expected" in event.data:
+            self._progress.update(task_id, total=float(str(event.data["expected"])))
         if "total" in event.data:
             self._progress.update(task_id, completed=float(str(event.data["total"])))
         elif "done" in event.data:

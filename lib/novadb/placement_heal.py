@@ -227,6 +227,13 @@ class _CellReader:
         for host, name, uuid in conn.execute(query):
             self.nodes[(host, name)].append(str(uuid))
 
+    def count(self) -> int:
+        """Live instances to look at (for the progress bar's ETA): one indexed count."""
+        query = sa.select(sa.func.count()).where(self.inst.c.deleted == 0)
+        if self.only is not None:
+            query = query.where(self.inst.c.uuid == self.only)
+        return int(self.conn.execute(query).scalar_one())
+
     def batch(self, after: int, limit: int) -> list[_Instance]:
         inst = self.inst
         query = instances_query(inst, self.extra).where(inst.c.id > after).limit(limit)
@@ -618,6 +625,7 @@ def heal_allocations(
 def _heal_cell(cell: Cell, placement: Engine, tables: PlacementTables, run: _Run) -> None:
     with engine_for(cell.url) as engine, engine.connect() as conn:
         reader = _CellReader(conn, run.options.instance)
+        expected = reader.count()
         after = 0
         while True:
             rows = reader.batch(after, run.options.batch_size)
@@ -640,7 +648,12 @@ def _heal_cell(cell: Cell, placement: Engine, tables: PlacementTables, run: _Run
                     "heal-allocations",
                     "batch",
                     f"{cell.label}: {len(run.healed)} healed",
-                    {"cell": cell.label, "rows": len(rows), "healed": len(run.healed)},
+                    {
+                        "cell": cell.label,
+                        "done": len(rows),
+                        "expected": expected,
+                        "healed": len(run.healed),
+                    },  # fmt: skip
                 )
             )
             room = run.room()

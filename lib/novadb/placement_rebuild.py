@@ -21,8 +21,8 @@ names Placement already has: nova-compute gets 409 forever, bug 1817833):
 
 ``--dry-run`` reads everything and reports what each step would create.
 ``--restore FILE`` puts a backup back exactly.  Exit codes: 0 rebuilt and the
-audit is clean, 1 an error, 2 bad input, 3 rebuilt but heal or audit found
-problems, 5 refused (nothing changed; the backup was written).
+audit is clean, 1 an error, 2 bad input, 3 rebuilt but heal, sync-aggregates
+or the audit found problems, 5 refused (nothing changed; the backup was written).
 """
 
 from __future__ import annotations
@@ -106,11 +106,13 @@ class RebuildResult:
 
     @property
     def exit_code(self) -> int:
-        """0 when rebuilt and clean; 3 when heal failed or the audit still finds things."""
+        """0 when rebuilt and clean; 3 when heal failed, a host missed its aggregates, or audit."""
         if self.dry_run:
             return EXIT_REFUSED if self.reasons else EXIT_REBUILT
-        if (self.heal is not None and self.heal.failed) or (
-            self.audit is not None and self.audit.findings
+        if (
+            (self.heal is not None and self.heal.failed)
+            or (self.aggregates is not None and self.aggregates.exit_code)
+            or (self.audit is not None and self.audit.findings)
         ):
             return EXIT_PROBLEMS
         return EXIT_REBUILT
