@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -26,7 +23,7 @@ from rich.console import Console
 from novadb import cli_placement, render, render_placement
 from novadb.archive import ArchiveOptions, ArchiveResult, archive
 from novadb.check import CheckResult, check
-from novadb.cli_progress import Bars
+from novadb.cli_progress import Bars, stop_on_ctrl_c
 from novadb.config import Settings, load_settings
 from novadb.demo import DEFAULT_INSTANCES, DemoStep, run_demo
 from novadb.errors import BadInput, NovaDbError
@@ -421,28 +418,6 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
     return 0
 
 
-@contextmanager
-def _stop_on_ctrl_c() -> Iterator[threading.Event]:
-    """First Ctrl-C: finish the batch in progress, then stop.  Second: stop now."""
-    stop = threading.Event()
-
-    def handler(_signum: int, _frame: object) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        sys.stderr.write("novadb: stopping after the batch in progress (Ctrl-C again to abort)\n")
-
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread (tests calling main() from a worker)
-        yield stop
-        return
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _cmd_archive(args: argparse.Namespace, out: _Output) -> int:
     options = ArchiveOptions.from_text(
         batch_size=args.batch_size,
@@ -456,7 +431,7 @@ def _cmd_archive(args: argparse.Namespace, out: _Output) -> int:
         dry_run=args.dry_run,
     )
     options.validate()
-    with _stop_on_ctrl_c() as stop:
+    with stop_on_ctrl_c() as stop:
         result = archive(_settings(args), options, progress=out.progress, stop=stop)
     out.close()
     if out.as_json:
@@ -484,7 +459,7 @@ def _cmd_purge(args: argparse.Namespace, out: _Output) -> int:
         dry_run=args.dry_run,
     )
     options.validate()
-    with _stop_on_ctrl_c() as stop:
+    with stop_on_ctrl_c() as stop:
         result = purge(_settings(args), options, progress=out.progress, stop=stop)
     out.close()
     if out.as_json:
@@ -513,7 +488,7 @@ def _cmd_online(args: argparse.Namespace, out: _Output) -> int:
     validate_online(max_count, batch_size, args.target)
     if max_count is None and not out.as_json:
         out.err.print(f"Running batches of {batch_size} until complete", highlight=False)
-    with _stop_on_ctrl_c() as stop:
+    with stop_on_ctrl_c() as stop:
         result = online_migrate(
             _settings(args),
             max_count=max_count,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from novadb import render_placement
+from novadb.cli_progress import stop_on_ctrl_c
 from novadb.config import Settings
 from novadb.errors import BadInput
 from novadb.placement_aggregates import sync_aggregates
@@ -130,7 +131,8 @@ def _heal(args: argparse.Namespace, out: _Output, settings: Settings) -> int:
         force=args.force,
         batch_size=args.batch_size,
     )
-    result = heal_allocations(settings, options, progress=out.progress)
+    with stop_on_ctrl_c() as stop:
+        result = heal_allocations(settings, options, progress=out.progress, stop=stop)
     out.result(result, render_placement.heal_table)
     return result.exit_code
 
@@ -148,13 +150,15 @@ def _rebuild(args: argparse.Namespace, out: _Output, settings: Settings) -> int:
         restored = restore(settings, args.restore, progress=out.progress)
         out.result(restored, render_placement.restore_text)
         return 0
-    result = rebuild_placement(
-        settings,
-        backup=args.backup,
-        dry_run=args.dry_run,
-        force=args.force,
-        progress=out.progress,
-    )
+    with stop_on_ctrl_c() as stop:
+        result = rebuild_placement(
+            settings,
+            backup=args.backup,
+            dry_run=args.dry_run,
+            force=args.force,
+            progress=out.progress,
+            stop=stop,
+        )
     out.result(result, render_placement.rebuild_table)
     return result.exit_code
 

@@ -10,6 +10,12 @@ operation/cell pair reports.
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from rich.console import Console
 from rich.progress import (
     Progress,
@@ -68,3 +74,25 @@ class Bars:
         if self._started:
             self._progress.stop()
             self._started = False
+
+
+@contextmanager
+def stop_on_ctrl_c() -> Iterator[threading.Event]:
+    """First Ctrl-C: finish the batch in progress, then stop.  Second: stop now."""
+    stop = threading.Event()
+
+    def handler(_signum: int, _frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        sys.stderr.write("novadb: stopping after the batch in progress (Ctrl-C again to abort)\n")
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread (tests calling main() from a worker)
+        yield stop
+        return
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -25,6 +25,7 @@ the first failure's code is the exit code.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -123,6 +124,7 @@ class HealResult:
     max_count_reached: bool = False
     cells: int = 0
     elapsed: float = 0.0
+    stopped: str | None = None  # "interrupted": Ctrl-C, after the batch in progress
 
     @property
     def processed(self) -> int:
@@ -169,6 +171,14 @@ class _Run:
     skipped: list[NotHealed] = field(default_factory=list)
     failed: list[NotHealed] = field(default_factory=list)
     max_count_reached: bool = False
+    stop: threading.Event | None = None
+    stopped: str | None = None
+
+    def interrupted(self) -> bool:
+        """Asked to stop (Ctrl-C): checked between batches, never inside one."""
+        if self.stop is not None and self.stop.is_set():
+            self.stopped = "interrupted"
+        return self.stopped is not None
 
     def room(self) -> int | None:
         # Like nova-manage, a dry run counts nothing towards --max-count.
@@ -588,7 +598,11 @@ def _heal_batch(
 
 
 def heal_allocations(
-    settings: Settings, options: HealOptions | None = None, *, progress: Progress = ignore
+    settings: Settings,
+    options: HealOptions | None = None,
+    *,
+    progress: Progress = ignore,
+    stop: threading.Event | None = None,
 ) -> HealResult:
     """Heal every cell's instances (or the chosen cell or instance), batch by batch."""
     options = options or HealOptions()
@@ -603,12 +617,12 @@ def heal_allocations(
         )
     started = time.monotonic()
     cells = _cells(settings, options)
-    run = _Run(options, progress)
+    run = _Run(options, progress, stop=stop)
     with engine_for(settings.url("placement")) as placement:
         tables = PlacementTables(placement)
         for cell in cells:
             _heal_cell(cell, placement, tables, run)
-            if run.max_count_reached:
+            if run.max_count_reached or run.interrupted():
                 break
     return HealResult(
         healed=run.healed,
@@ -619,6 +633,7 @@ def heal_allocations(
         max_count_reached=run.max_count_reached,
         cells=len(cells),
         elapsed=time.monotonic() - started,
+        stopped=run.stopped,
     )
 
 
@@ -627,7 +642,7 @@ def _heal_cell(cell: Cell, placement: Engine, tables: PlacementTables, run: _Run
         reader = _CellReader(conn, run.options.instance)
         expected = reader.count()
         after = 0
-        while True:
+        while not run.interrupted():
             rows = reader.batch(after, run.options.batch_size)
             conn.rollback()  # end the read snapshot between batches
             if not rows:

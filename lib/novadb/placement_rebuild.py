@@ -27,6 +27,7 @@ or the audit found problems, 5 refused (nothing changed; the backup was written)
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -72,6 +73,10 @@ from novadb.targets import api_exists, same_database
 
 EXIT_REBUILT, EXIT_PROBLEMS, EXIT_REFUSED = 0, 3, 5
 LOCK = "placement-rebuild"
+
+
+class RebuildStopped(NovaDbError):
+    """Ctrl-C: stopped where Placement is usable; the message says what is left to do."""
 
 
 class RebuildRefused(NovaDbError):
@@ -318,8 +323,15 @@ def rebuild_placement(
     dry_run: bool = False,
     force: bool = False,
     progress: Progress = ignore,
+    stop: threading.Event | None = None,
 ) -> RebuildResult:
-    """Run the seven steps; see the module docstring."""
+    """Run the seven steps; see the module docstring.
+
+    ``stop`` (Ctrl-C) is honoured where stopping leaves a usable Placement:
+    before the schema is dropped (nothing changed) and between heal's batches
+    (providers exist; heal-allocations and sync-aggregates finish the job).
+    Steps 3 and 4 always run to the end once started.
+    """
     started = time.monotonic()
     _check_separate(settings)
     steps: list[Step] = []
@@ -369,6 +381,11 @@ def rebuild_placement(
                 steps, reasons, None, len(cloud.nodes), inventories, dry_run=True,
                 elapsed=time.monotonic() - started,
             )  # fmt: skip
+        if stop is not None and stop.is_set():
+            raise RebuildStopped(
+                f"rebuild-placement interrupted before changing anything (backup: {path})",
+                exit_code=130,
+            )
         drop_placement_tables(engine)
         sync(settings, "placement")
         tables = PlacementTables(engine)
@@ -378,9 +395,16 @@ def rebuild_placement(
         step(3, "schema", f"recreated at head; {classes} resource classes, {traits} traits")
         providers, inventories = _register(engine, tables, settings, cloud.nodes, pcpu)
         step(4, "providers", f"{providers} providers, {inventories} inventories")
-        healed = heal_allocations(settings, HealOptions(), progress=progress)
+        healed = heal_allocations(settings, HealOptions(), progress=progress, stop=stop)
         step(5, "heal", f"{healed.processed} instances healed, {len(healed.skipped)} skipped, "
              f"{len(healed.failed)} failed")  # fmt: skip
+        if healed.stopped:
+            raise RebuildStopped(
+                f"rebuild-placement interrupted while healing, after {healed.processed} "
+                "instances; providers and inventories are in place: run `novadb "
+                "heal-allocations`, then `novadb sync-aggregates` and `novadb placement-audit`",
+                exit_code=130,
+            )
         aggregates = sync_aggregates(settings, progress=progress) if api_exists(settings) else None
         if aggregates is not None:
             step(6, "aggregates", f"{len(aggregates.added)} memberships added")

@@ -88,6 +88,8 @@ def heal_table(result: HealResult) -> Group:
         f"{result.elapsed:.1f}",
     )
     tail = "Max count reached. " if result.max_count_reached else ""
+    if result.stopped:
+        tail = "Stopped (Ctrl-C) after the batch in progress. "
     return Group(
         *(Text(line) for line in lines),
         table,

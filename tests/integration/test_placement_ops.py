@@ -7,6 +7,7 @@ then a desync is made by hand and the operation must find or fix exactly it.
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 
 import pytest
@@ -14,6 +15,7 @@ from novadb.errors import BadInput
 from novadb.placement_aggregates import TooManyComputes, sync_aggregates
 from novadb.placement_audit import UnknownProvider, audit
 from novadb.placement_heal import HealOptions, heal_allocations
+from novadb.progress import Event
 from novadb.sample_placement import (
     add_orphan_allocations,
     drop_allocations,
@@ -361,3 +363,22 @@ def test_sync_aggregates_stops_on_a_host_with_two_nodes(placement_lite: Cloud) -
     with pytest.raises(TooManyComputes, match=f"for host {host}") as err:
         sync_aggregates(lite.settings)
     assert err.value.exit_code == 1
+
+
+def test_heal_stops_after_the_batch_in_progress(placement_lite: Cloud) -> None:
+    lite = placement_lite
+    drop_allocations(lite.settings, 20, seed=6)
+    stop = threading.Event()
+
+    def on_event(event: Event) -> None:
+        if event.kind == "batch":
+            stop.set()  # Ctrl-C during the first batch
+
+    first = heal_allocations(
+        lite.settings, HealOptions(batch_size=10), progress=on_event, stop=stop
+    )
+    assert first.stopped == "interrupted"
+    assert 0 < first.processed < 20
+    rest = heal_allocations(lite.settings)
+    assert rest.processed == 20 - first.processed
+    assert rest.stopped is None

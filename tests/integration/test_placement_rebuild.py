@@ -9,6 +9,7 @@ aggregates are back, and the backup restores the exact prior state.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ from novadb.cli import main
 from novadb.errors import BadInput
 from novadb.placement_audit import audit
 from novadb.placement_backup import PLACEMENT_TABLES
-from novadb.placement_rebuild import RebuildRefused, rebuild_placement, restore
+from novadb.placement_heal import heal_allocations
+from novadb.placement_rebuild import RebuildRefused, RebuildStopped, rebuild_placement, restore
+from novadb.progress import Event
 from novadb.sample_placement import (
     add_orphan_allocations,
     restore_cell_with_new_uuids,
@@ -207,3 +210,33 @@ def test_cli_rebuild_and_restore(
     assert main([*base, "rebuild-placement", "--restore", backup]) == 0
     assert "restored" in capsys.readouterr().out
     assert main([*base, "placement-audit"]) == 0
+
+
+def test_ctrl_c_stops_only_where_placement_stays_usable(
+    placement_lite: Cloud, tmp_path: Path
+) -> None:
+    lite = placement_lite
+    before = snapshot(lite)
+    stop = threading.Event()
+    stop.set()  # before step 3: nothing may change
+    with pytest.raises(RebuildStopped, match="before changing anything") as err:
+        rebuild_placement(lite.settings, backup=str(tmp_path / "a.json.gz"), stop=stop)
+    assert err.value.exit_code == 130
+    assert snapshot(lite) == before
+
+    late = threading.Event()
+
+    def on_event(event: Event) -> None:
+        if event.operation == "heal-allocations" and event.kind == "batch":
+            late.set()
+
+    with pytest.raises(RebuildStopped, match="run `novadb heal-allocations`"):
+        rebuild_placement(
+            lite.settings, backup=str(tmp_path / "b.json.gz"), progress=on_event, stop=late
+        )
+    # Providers and inventory are all there; what heal did not reach, heal finishes.
+    assert len(lite.rows(lite.placement, "SELECT id FROM resource_providers")) == 3
+    finished = heal_allocations(lite.settings)
+    assert finished.failed == []
+    want, _ = expected_allocations(lite)
+    assert placement_allocations(lite) == want
