@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """nova-cloud-controller: novadb's operations as Juju actions, on any unit.
 
-Thin by design: each handler loads typed params, opens the databases from
-nova.conf (or a Juju secret), calls the library, streams progress with
-``event.log`` and sets flattened results.  A library error fails the action
+Thin by design: each handler loads typed params (charm_params), opens the
+databases from nova.conf (or a Juju secret), calls the library with progress
+going to ``event.log``, sets the flat results charm_results makes of its
+result, and applies its exit-code policy: an outcome that reports (audit
+findings, check's blockers) succeeds; one nova-manage treats as an error
+fails the action after the results are set.  A library error fails the action
 with its one-line message; anything unexpected fails it with a short message
 and the traceback goes to the unit log.  Status is computed in one place,
 collect-status.  No leader check: COU runs actions on the first unit, and the
@@ -19,16 +22,25 @@ import subprocess
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import ops
-from novadb import render
-from novadb.archive import ArchiveOptions, ArchiveResult, archive
+from novadb.archive import ArchiveOptions, archive
+from novadb.check import check
 from novadb.config import Settings, load_settings
-from novadb.errors import ConfigError, NovaDbError
+from novadb.errors import BadInput, ConfigError, NovaDbError
 from novadb.null_uuid import null_instance_uuid_scan
 from novadb.online.runner import online_migrate
-from novadb.purge import PurgeOptions, PurgeResult, purge
+from novadb.placement_aggregates import sync_aggregates
+from novadb.placement_audit import audit
+from novadb.placement_check import placement_findings
+from novadb.placement_heal import HealOptions, heal_allocations
+from novadb.placement_rebuild import (
+    EXIT_PROBLEMS,
+    default_backup_path,
+    rebuild_placement,
+    restore,
+)
+from novadb.purge import PurgeOptions, purge
 from novadb.releases import (
     RELEASES,
     release_for_nova_version,
@@ -42,18 +54,50 @@ from charm_params import (
     ArchiveDataParams,
     ArchiveParams,
     CharmConfig,
+    CheckParams,
+    HealAllocationsParams,
     NullUuidParams,
     OnlineMigrateParams,
+    PlacementAuditParams,
     PurgeDataParams,
     PurgeParams,
+    RebuildPlacementParams,
+    SyncAggregatesParams,
     SyncParams,
     ThrottledLog,
     VersionParams,
-    flatten,
-    result_key,
+)
+from charm_results import (
+    Results,
+    aggregates_failure,
+    aggregates_results,
+    archive_data_results,
+    archive_failure,
+    archive_results,
+    audit_results,
+    check_results,
+    heal_failure,
+    heal_results,
+    null_uuid_results,
+    online_failure,
+    online_results,
+    purge_data_results,
+    purge_results,
+    rebuild_failure,
+    rebuild_results,
+    restore_results,
+    sync_results,
+    version_results,
 )
 
 logger = logging.getLogger(__name__)
+
+# rebuild-placement's backups: the default file and relative paths live here.
+BACKUP_DIR = Path("/var/lib/novadb")
+
+# An action's flat results (charm_results), and the message to fail it with once
+# they are set (None or empty: it succeeds).
+Outcome = tuple[Results, str | None]
 
 _PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 
@@ -75,6 +119,11 @@ class NovaCloudControllerCharm(ops.CharmBase):
             "archive": self._on_archive,
             "purge": self._on_purge,
             "null-instance-uuid-scan": self._on_null_uuid,
+            "check": self._on_check,
+            "placement-audit": self._on_placement_audit,
+            "heal-allocations": self._on_heal_allocations,
+            "sync-aggregates": self._on_sync_aggregates,
+            "rebuild-placement": self._on_rebuild_placement,
             "archive-data": self._on_archive_data,
             "purge-data": self._on_purge_data,
         }
@@ -137,10 +186,15 @@ class NovaCloudControllerCharm(ops.CharmBase):
         return release_for_nova_version(out.stdout.strip())
 
     # -- running an action -------------------------------------------------
-    def _run(self, event: ops.ActionEvent, work: Callable[[ThrottledLog], dict[str, Any]]) -> None:
+    def _run(self, event: ops.ActionEvent, work: Callable[[ThrottledLog], Outcome]) -> None:
+        """Run ``work`` with progress going to ``event.log``; set its results, then fail if told.
+
+        A library error fails the action with its one-line message and no
+        results; anything else too, its traceback going to the unit log.
+        """
         log = ThrottledLog(lambda message: event.log(scrub(message)))
         try:
-            results = work(log)
+            results, failure = work(log)
         except NovaDbError as exc:
             log.flush()
             event.fail(scrub(str(exc)))
@@ -154,15 +208,14 @@ class NovaCloudControllerCharm(ops.CharmBase):
             )
             return
         log.flush()
-        failures = results.pop("_failures", None)
         event.set_results({k: scrub(str(v)) for k, v in results.items()})
-        if failures:
-            event.fail(scrub("; ".join(failures)))
+        if failure:
+            event.fail(scrub(failure))
 
     def _on_sync(self, event: ops.ActionEvent) -> None:
         params = event.load_params(SyncParams, errors="fail")
 
-        def work(log: ThrottledLog) -> dict[str, Any]:
+        def work(log: ThrottledLog) -> Outcome:
             release = params.release
             if release is None and params.revision is None:
                 installed = self._installed_release()
@@ -175,40 +228,23 @@ class NovaCloudControllerCharm(ops.CharmBase):
                 local_cell=params.local_cell,
                 progress=log,
             )
-            out: dict[str, Any] = {"release": release or "head"}
-            for d in result.databases:
-                key = result_key("databases", d.name)
-                out[f"{key}.before"] = d.before or "none"
-                out[f"{key}.after"] = d.after or "none"
-                out[f"{key}.applied"] = len(d.applied)
-                if d.skipped:
-                    out[f"{key}.skipped"] = d.skipped
-            out["applied"] = sum(len(d.applied) for d in result.databases)
-            return out
+            return sync_results(result, release), None
 
         self._run(event, work)
 
     def _on_version(self, event: ops.ActionEvent) -> None:
         params = event.load_params(VersionParams, errors="fail")
 
-        def work(_log: ThrottledLog) -> dict[str, Any]:
+        def work(_log: ThrottledLog) -> Outcome:
             result = version(self._settings(), params.database, local_cell=params.local_cell)
-            out: dict[str, Any] = {}
-            for d in result.databases:
-                key = result_key("databases", d.name)
-                out[f"{key}.current"] = d.current or "none"
-                out[f"{key}.head"] = d.head
-                out[f"{key}.pending"] = d.pending
-                out[f"{key}.release"] = d.release or "unknown"
-            out["pending"] = sum(d.pending for d in result.databases)
-            return out
+            return version_results(result), None
 
         self._run(event, work)
 
     def _on_online_migrate(self, event: ops.ActionEvent) -> None:
         params = event.load_params(OnlineMigrateParams, errors="fail")
 
-        def work(log: ThrottledLog) -> dict[str, Any]:
+        def work(log: ThrottledLog) -> Outcome:
             result = online_migrate(
                 self._settings(),
                 max_count=params.max_count,
@@ -217,62 +253,39 @@ class NovaCloudControllerCharm(ops.CharmBase):
                 all_cells=params.all_cells,
                 progress=log,
             )
-            out: dict[str, Any] = {
-                "done": result.done,
-                "complete": result.complete,
-                "more-to-do": result.exit_code == 1,
-                "output": render.online_text(result),
-            }
-            for m in result.migrations:
-                key = result_key("migrations", m.name.replace(".", "-"))
-                out[f"{key}.found"] = m.found
-                out[f"{key}.done"] = m.done
-                out[f"{key}.unmigratable"] = len(m.unmigratable)
-            if result.exit_code == 2:
-                out["_failures"] = [f"{m.name}: {m.error}" for m in result.migrations if m.error]
-            return out
+            # 1 (more to do) is reported as more-to-do; 2, a migration failed, fails.
+            failure = online_failure(result) if result.exit_code == 2 else None
+            return online_results(result), failure
 
         self._run(event, work)
 
     def _on_archive(self, event: ops.ActionEvent) -> None:
         params = event.load_params(ArchiveParams, errors="fail")
 
-        def work(log: ThrottledLog) -> dict[str, Any]:
+        def work(log: ThrottledLog) -> Outcome:
             # The action's params are the library's options, name for name.
             options = ArchiveOptions.from_text(**dataclasses.asdict(params))
-            return _archive_results(archive(self._settings(), options, progress=log))
+            result = archive(self._settings(), options, progress=log)
+            return archive_results(result), archive_failure(result)
 
         self._run(event, work)
 
     def _on_archive_data(self, event: ops.ActionEvent) -> None:
         params = event.load_params(ArchiveDataParams, errors="fail")
 
-        def work(log: ThrottledLog) -> dict[str, Any]:
+        def work(log: ThrottledLog) -> Outcome:
             options = ArchiveOptions(
                 batch_size=params.batch_size, until_complete=True, max_runtime=params.max_runtime
             )
             result = archive(self._settings(), options, progress=log)
-            out = _archive_results(result)
-            text = render.archive_text(result)
-            if not result.total and not result.complete:
-                # Stopped before moving anything: COU must not read "Nothing
-                # was archived" as "nothing is left".
-                text = (
-                    f"Archive stopped ({result.stopped or 'failed'}) before moving rows; run again"
-                )
-            elif result.total and result.complete:
-                # COU repeats the action until it reads this sentence; say it
-                # now rather than make it call again for nothing.
-                text += "\nArchive complete: Nothing was archived in the final pass."
-            out["archive-deleted-rows"] = text
-            return out
+            return archive_data_results(result), archive_failure(result)
 
         self._run(event, work)
 
     def _on_purge(self, event: ops.ActionEvent) -> None:
         params = event.load_params(PurgeParams, errors="fail")
 
-        def work(log: ThrottledLog) -> dict[str, Any]:
+        def work(log: ThrottledLog) -> Outcome:
             options = PurgeOptions.from_text(
                 before=params.before,
                 purge_all=params.all,
@@ -280,31 +293,102 @@ class NovaCloudControllerCharm(ops.CharmBase):
                 batch_size=params.batch_size,
                 dry_run=params.dry_run,
             )
-            return _purge_results(purge(self._settings(), options, progress=log))
+            return purge_results(purge(self._settings(), options, progress=log)), None
 
         self._run(event, work)
 
     def _on_purge_data(self, event: ops.ActionEvent) -> None:
         params = event.load_params(PurgeDataParams, errors="fail")
 
-        def work(log: ThrottledLog) -> dict[str, Any]:
+        def work(log: ThrottledLog) -> Outcome:
             options = PurgeOptions.from_text(before=params.before, purge_all=params.before is None)
-            result = purge(self._settings(), options, progress=log)
-            out = _purge_results(result)
-            out["output"] = render.purge_text(result)
-            return out
+            return purge_data_results(purge(self._settings(), options, progress=log)), None
 
         self._run(event, work)
 
     def _on_null_uuid(self, event: ops.ActionEvent) -> None:
         params = event.load_params(NullUuidParams, errors="fail")
 
-        def work(log: ThrottledLog) -> dict[str, Any]:
+        def work(log: ThrottledLog) -> Outcome:
             result = null_instance_uuid_scan(self._settings(), delete=params.delete, progress=log)
-            out: dict[str, Any] = {"total": result.total, "deleted": result.deleted}
-            for d in result.databases:
-                out.update(flatten(d.rows, result_key("rows", d.name)))
-            return out
+            return null_uuid_results(result), None
+
+        self._run(event, work)
+
+    def _on_check(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(CheckParams, errors="fail")
+
+        def work(log: ThrottledLog) -> Outcome:
+            placement = None if params.no_placement else placement_findings
+            result = check(self._settings(), progress=log, placement=placement)
+            # A report: 0, 1 and 2 all succeed; exit-code carries the verdict.
+            return check_results(result), None
+
+        self._run(event, work)
+
+    def _on_placement_audit(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(PlacementAuditParams, errors="fail")
+
+        def work(log: ThrottledLog) -> Outcome:
+            result = audit(
+                self._settings(),
+                delete=params.delete,
+                resource_provider=params.resource_provider,
+                progress=log,
+            )
+            # 0, 3 and 4 report an outcome; an unknown provider (127) raises.
+            return audit_results(result), None
+
+        self._run(event, work)
+
+    def _on_heal_allocations(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(HealAllocationsParams, errors="fail")
+
+        def work(log: ThrottledLog) -> Outcome:
+            # The action's params are the library's options, name for name.
+            options = HealOptions(**dataclasses.asdict(params))
+            result = heal_allocations(self._settings(), options, progress=log)
+            # 0, 1 and 4 report an outcome; 2, 3 and 8 (an instance not healed) fail.
+            failure = heal_failure(result) if result.failed else None
+            return heal_results(result), failure
+
+        self._run(event, work)
+
+    def _on_sync_aggregates(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(SyncAggregatesParams, errors="fail")
+
+        def work(log: ThrottledLog) -> Outcome:
+            result = sync_aggregates(self._settings(), dry_run=params.dry_run, progress=log)
+            # 4, 5 and 6 (hosts not resolved) fail; a host with two nodes (1) raises.
+            failure = aggregates_failure(result) if result.exit_code else None
+            return aggregates_results(result), failure
+
+        self._run(event, work)
+
+    def _on_rebuild_placement(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(RebuildPlacementParams, errors="fail")
+
+        def work(log: ThrottledLog) -> Outcome:
+            if params.restore is not None:
+                if params.backup is not None or params.dry_run or params.force:
+                    raise BadInput(
+                        "restore takes no other rebuild-placement param (backup, dry-run, force)"
+                    )
+                path = _backup_path(params.restore)
+                return restore_results(restore(self._settings(), str(path), progress=log)), None
+            path = _backup_path(params.backup or default_backup_path())
+            if path.parent == BACKUP_DIR and not params.dry_run:
+                BACKUP_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+            result = rebuild_placement(
+                self._settings(),
+                backup=str(path),
+                dry_run=params.dry_run,
+                force=params.force,
+                progress=log,
+            )
+            # 0 and a dry run's 5 succeed; 3 (rebuilt, with problems) fails; refusal raises.
+            failure = rebuild_failure(result) if result.exit_code == EXIT_PROBLEMS else None
+            return rebuild_results(result), failure
 
         self._run(event, work)
 
@@ -333,35 +417,10 @@ class NovaCloudControllerCharm(ops.CharmBase):
         event.add_status(ops.ActiveStatus(summary))
 
 
-def _archive_results(result: ArchiveResult) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "total": result.total,
-        "batches": result.batches,
-        "complete": result.complete,
-        "elapsed": result.elapsed,
-        "dry-run": result.dry_run,
-    }
-    if result.stopped:
-        out["stopped"] = result.stopped
-    out.update(flatten(result.rows))
-    out.update(flatten(result.held_back, "held-back"))
-    if result.purge is not None:
-        out.update(flatten(result.purge.rows, "purged"))
-    if result.failures:
-        out["_failures"] = result.failures
-    return out
-
-
-def _purge_results(result: PurgeResult) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "total": result.total,
-        "elapsed": result.elapsed,
-        "dry-run": result.dry_run,
-    }
-    if result.stopped:
-        out["stopped"] = result.stopped
-    out.update(flatten(result.rows))
-    return out
+def _backup_path(value: str) -> Path:
+    """A backup file named in a param: relative paths are under BACKUP_DIR, not the charm dir."""
+    path = Path(value)
+    return path if path.is_absolute() else BACKUP_DIR / path
 
 
 if __name__ == "__main__":  # pragma: no cover

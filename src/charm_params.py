@@ -1,13 +1,13 @@
-"""Typed action params and config, and the small pieces that turn results into action results.
+"""Typed action params and config, and the progress log the handlers give the library.
 
 The charm's handlers stay thin: ops validates and converts params into these
-dataclasses (``event.load_params``), the library does the work, and
-:func:`flatten` turns a result into Juju's flat, kebab-case result keys.
+dataclasses (``event.load_params``), the library does the work with
+:class:`ThrottledLog` as its progress callback, and charm_results turns its
+result into Juju's flat, kebab-case result keys.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,6 +87,50 @@ class NullUuidParams:
 
 
 @dataclass(frozen=True)
+class CheckParams:
+    """Params of the check action."""
+
+    no_placement: bool = False
+
+
+@dataclass(frozen=True)
+class PlacementAuditParams:
+    """Params of the placement-audit action."""
+
+    delete: bool = False
+    resource_provider: str | None = None
+
+
+@dataclass(frozen=True)
+class HealAllocationsParams:
+    """Params of the heal-allocations action (the library's HealOptions, name for name)."""
+
+    max_count: int | None = None
+    dry_run: bool = False
+    instance: str | None = None
+    cell: str | None = None
+    force: bool = False
+    batch_size: int = 1000
+
+
+@dataclass(frozen=True)
+class SyncAggregatesParams:
+    """Params of the sync-aggregates action."""
+
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class RebuildPlacementParams:
+    """Params of the rebuild-placement action (restore: instead of rebuilding)."""
+
+    backup: str | None = None
+    dry_run: bool = False
+    force: bool = False
+    restore: str | None = None
+
+
+@dataclass(frozen=True)
 class ArchiveDataParams:
     """COU's archive-data: batch-size, bounded by max-runtime."""
 
@@ -101,18 +145,7 @@ class PurgeDataParams:
     before: str | None = None
 
 
-_KEY = re.compile(r"[^a-z0-9.-]+")
-
-
-def result_key(*parts: str) -> str:
-    """A Juju result key: lowercase, ``_`` → ``-``, parts joined by dots."""
-    key = ".".join(_KEY.sub("-", p.lower().replace("_", "-")).strip("-.") for p in parts)
-    return key.strip(".")
-
-
-def flatten(rows: dict[str, int], prefix: str = "rows") -> dict[str, str]:
-    """``{"cell1.instances": 3}`` → ``{"rows.cell1.instances": "3"}``."""
-    return {result_key(prefix, *table.split(".")): str(n) for table, n in sorted(rows.items())}
+_ALWAYS = frozenset({"warning", "failure", "finding"})
 
 
 class ThrottledLog:
@@ -128,9 +161,13 @@ class ThrottledLog:
         self._held: str | None = None
 
     def __call__(self, event: Event) -> None:
-        """Log now, or hold the message until a second has passed (warnings and failures: now)."""
+        """Log now, or hold the message until a second has passed.
+
+        Warnings, failures and check's findings are logged at once: each is
+        one line the operator must not miss, and there are few of them.
+        """
         now = time.monotonic()
-        if event.kind in ("warning", "failure") or now - self._last >= self._interval:
+        if event.kind in _ALWAYS or now - self._last >= self._interval:
             self._log(event.message)
             self._last = now
             self._held = None

@@ -2,8 +2,12 @@
 
 Runs the charm through ./dispatch with the recording hook tools of
 tests/charm/test_dispatch.py, on a SQLite sample cloud, and prints each
-action's results the way `juju run` shows them (YAML).  Used to write the
-README's action examples:  python -m tools.action_examples
+action's results the way `juju run` shows them (YAML).  check runs on the
+demo's cloud at 2025.1 (``novadb.demo.build_cloud``: an online migration to run,
+rows to archive, Placement providers under stale uuids).  The Placement actions
+run on a third cloud, mapped into cells with Placement filled as Nova would
+have left it, then broken: two orphan allocations, three instances' allocations
+lost.  Used to write the README's action examples:  python -m tools.action_examples
 """
 
 from __future__ import annotations
@@ -16,10 +20,14 @@ import sqlalchemy as sa
 import yaml
 from novadb.config import load_settings
 from novadb.connections import create_engine
+from novadb.demo import build_cloud
+from novadb.progress import ignore
 from novadb.sample_cloud import CloudSpec, populate
+from novadb.sample_placement import add_orphan_allocations, drop_allocations, populate_placement
 from novadb.sync import sync
 
-from tests.charm.test_dispatch import FakeJuju, write_nova_conf
+from tests.charm.test_dispatch import ActionRun, FakeJuju, write_nova_conf
+from tests.integration.clouds import build
 
 RUNS: list[tuple[str, dict[str, Any]]] = [
     ("version", {}),
@@ -32,6 +40,20 @@ RUNS: list[tuple[str, dict[str, Any]]] = [
     ("purge-data", {}),
     ("purge-data", {}),
     ("null-instance-uuid-scan", {}),
+]
+# On the demo's cloud.
+DEMO_RUNS: list[tuple[str, dict[str, Any]]] = [("check", {})]
+DEMO_INSTANCES = 200
+# On the Placement cloud; "{base}" is the examples' directory.
+PLACEMENT_RUNS: list[tuple[str, dict[str, Any]]] = [
+    ("placement-audit", {}),
+    ("placement-audit", {"delete": True}),
+    ("heal-allocations", {"dry-run": True}),
+    ("heal-allocations", {}),
+    ("sync-aggregates", {}),
+    ("rebuild-placement", {"dry-run": True}),
+    ("rebuild-placement", {"backup": "{base}/placement-backup.json.gz"}),
+    ("rebuild-placement", {"restore": "{base}/placement-backup.json.gz"}),
 ]
 
 
@@ -58,6 +80,31 @@ def _nested(results: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def _show(action: str, params: dict[str, Any], run: ActionRun) -> None:
+    args = " ".join(
+        f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in params.items()
+    )
+    print(f"$ juju run nova-cloud-controller/0 {action} {args}".rstrip())
+    for line in run.logs:
+        print(line)
+    if run.failures:
+        print("ERROR", run.failures[0])
+    print(yaml.dump(_nested(run.results), Dumper=_Dumper, sort_keys=True, width=200).rstrip())
+    print()
+
+
+def _placement_cloud(base: Path) -> Path:
+    """One mapped cell with Placement filled, then broken; returns its nova.conf."""
+    names = iter(["nova_api", "placement", "cell1"])
+    cloud = build(lambda: f"sqlite:///{base / next(names)}.sqlite", {"cell1": (40, 3)})
+    populate_placement(cloud.settings, aggregates=2, seed=3)
+    add_orphan_allocations(cloud.placement, 2, seed=1)
+    drop_allocations(cloud.settings, 3, seed=1)
+    cloud.close()
+    s = cloud.settings
+    return write_nova_conf(base / "nova.conf", str(s.main), str(s.api), str(s.placement))
+
+
 def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="novadb-actions-"))
     urls = {n: f"sqlite:///{base}/{n}.sqlite" for n in ("nova", "nova_api", "placement")}
@@ -75,17 +122,24 @@ def main() -> None:
     juju.config["nova-conf"] = str(conf)
     juju.config["openstack-origin"] = "2026.2"
     for action, params in RUNS:
-        run = juju.run(action, params)
-        args = " ".join(
-            f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in params.items()
-        )
-        print(f"$ juju run nova-cloud-controller/0 {action} {args}".rstrip())
-        for line in run.logs:
-            print(line)
-        if run.failures:
-            print("ERROR", run.failures[0])
-        print(yaml.dump(_nested(run.results), Dumper=_Dumper, sort_keys=True, width=200).rstrip())
-        print()
+        _show(action, params, juju.run(action, params))
+
+    demo = base / "demo-cloud"
+    demo.mkdir()
+    s = build_cloud(demo, DEMO_INSTANCES, ignore)
+    conf = write_nova_conf(demo / "nova.conf", str(s.main), str(s.api), str(s.placement))
+    juju.config["nova-conf"] = str(conf)
+    for action, params in DEMO_RUNS:
+        _show(action, params, juju.run(action, params))
+
+    placement = base / "placement-cloud"
+    placement.mkdir()
+    juju.config["nova-conf"] = str(_placement_cloud(placement))
+    for action, template in PLACEMENT_RUNS:
+        params = {
+            k: v.format(base=placement) if isinstance(v, str) else v for k, v in template.items()
+        }
+        _show(action, params, juju.run(action, params))
 
 
 if __name__ == "__main__":

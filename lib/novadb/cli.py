@@ -280,8 +280,9 @@ class _Output:
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
         no_color = bool(os.environ.get("NO_COLOR"))
-        # Not a terminal: wide enough that tables do not wrap, unless COLUMNS says otherwise.
-        wide = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200
+        # Not a terminal: a fixed width, wide enough that scripts see nova-manage's lines
+        # unwrapped whatever COLUMNS says.
+        wide = None if sys.stdout.isatty() else 200
         self.out = Console(no_color=no_color, highlight=False, width=wide)
         self.err = Console(stderr=True, no_color=no_color, highlight=False)
         self.live = sys.stdout.isatty() and not as_json

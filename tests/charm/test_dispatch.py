@@ -30,7 +30,11 @@ import yaml
 from novadb.config import Settings, load_settings
 from novadb.connections import create_engine, mask
 from novadb.sample_cloud import CloudSpec, GeneratedCell, populate
+from novadb.sample_placement import add_orphan_allocations, drop_allocations
 from novadb.sync import sync
+
+from tests.charm.demo_cloud import DemoCloud
+from tests.charm.placement_cloud import PlacementCloud
 
 ROOT = Path(__file__).resolve().parents[2]
 CHARMCRAFT: dict[str, Any] = yaml.safe_load((ROOT / "charmcraft.yaml").read_text())
@@ -629,6 +633,84 @@ def test_database_secret_from_secret_get_overrides_nova_conf(
     assert not bogus.exists()
 
 
+def test_placement_actions_as_juju_runs_them(juju: FakeJuju, pcloud: PlacementCloud) -> None:
+    """Juju's defaults filled in, every result key past action-set's checks, failures as Juju's.
+
+    Orphans deleted, lost allocations healed, a bad param refused, the
+    aggregates checked, Placement rebuilt into a backup and restored from it.
+    """
+    at_head = ("active", "schema at head; matches installed 2026.2 (hibiscus)")
+    juju.config.update({"nova-conf": str(pcloud.conf), "openstack-origin": "2026.2"})
+    orphans = add_orphan_allocations(pcloud.cloud.placement, 2, seed=1)
+    lost = drop_allocations(pcloud.cloud.settings, 2, seed=1)
+
+    run = juju.run("placement-audit", {"delete": True})
+    run.assert_succeeded()
+    assert (run.results["exit-code"], run.results["deleted.consumers"]) == ("4", "2")
+    assert {run.results["findings.0.consumer"], run.results["findings.1.consumer"]} == set(
+        orphans.consumers
+    )
+    assert run.statuses == [at_head]
+
+    run = juju.run("heal-allocations")
+    run.assert_succeeded()
+    assert (run.results["exit-code"], run.results["healed"]) == ("0", "2")
+    assert {run.results["allocations.0.instance"], run.results["allocations.1.instance"]} == set(
+        lost.consumers
+    )
+
+    run = juju.run("heal-allocations", {"force": True})
+    assert (run.returncode, run.stdout, run.stderr) == (0, "", "")
+    assert run.failures == ["The --instance flag is required when using --force flag."]
+    assert run.of("action-set") == []
+
+    run = juju.run("sync-aggregates")
+    run.assert_succeeded()
+    assert (run.results["exit-code"], run.results["added"]) == ("0", "0")
+
+    before = pcloud.snapshot()
+    backup = pcloud.base / "placement.json.gz"
+    run = juju.run("rebuild-placement", {"backup": str(backup)})
+    run.assert_succeeded()
+    assert (run.results["exit-code"], run.results["backup.path"]) == ("0", str(backup))
+    assert run.results["steps.7.summary"] == "clean"
+    assert backup.is_file()
+
+    run = juju.run("rebuild-placement", {"restore": str(backup), "dry-run": True})
+    assert run.failures == [
+        "restore takes no other rebuild-placement param (backup, dry-run, force)"
+    ]
+    run = juju.run("rebuild-placement", {"restore": str(backup)})
+    run.assert_succeeded()
+    assert (run.results["exit-code"], run.results["path"]) == ("0", str(backup))
+    assert pcloud.snapshot() == before
+    assert run.statuses == [at_head]
+
+
+def test_check_as_juju_runs_it(juju: FakeJuju, demo: DemoCloud) -> None:
+    """A report: blockers (exit-code 2) and warnings (1) both leave the action succeeded.
+
+    The demo's cloud at 2025.1 has an online migration to run: check says so
+    as a blocker, online-migrate runs it, and check no longer does.
+    """
+    juju.config.update({"nova-conf": str(demo.conf), "openstack-origin": "2026.2"})
+    run = juju.run("check")
+    run.assert_succeeded()
+    assert (run.results["exit-code"], run.results["blockers"]) == ("2", "1")
+    assert run.results["findings.0.code"] == "pending-online-migration"
+    assert run.results["findings.0.fix"] == "novadb online-migrate --database main --all-cells"
+    assert [line for line in run.logs if ": blocker: " in line] == [
+        "cell1: blocker: " + run.results["findings.0.summary"]
+    ]
+
+    juju.run("online-migrate", {"all-cells": True}).assert_succeeded()
+    run = juju.run("check", {"no-placement": True})
+    run.assert_succeeded()
+    assert (run.results["exit-code"], run.results["blockers"]) == ("1", "0")
+    assert run.results["findings.0.severity"] == "warning"
+    assert "pending-online-migration" not in run.results.values()
+
+
 def test_packed_layout_has_what_ops_reads(juju: FakeJuju) -> None:
     """The packed directory is what ops expects: metadata with the name, every action."""
     meta = yaml.safe_load((juju.charm_dir / "metadata.yaml").read_text())
@@ -638,6 +720,7 @@ def test_packed_layout_has_what_ops_reads(juju: FakeJuju) -> None:
     actions = yaml.safe_load((juju.charm_dir / "actions.yaml").read_text())
     assert set(actions) == {
         "sync", "version", "online-migrate", "archive", "purge", "null-instance-uuid-scan",
+        "check", "placement-audit", "heal-allocations", "sync-aggregates", "rebuild-placement",
         "archive-data", "purge-data",
     }  # fmt: skip
     assert os.access(juju.charm_dir / "dispatch", os.X_OK)
