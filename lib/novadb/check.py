@@ -155,7 +155,9 @@ def check(
     facts: list[DatabaseFacts] = []
     with ExitStack() as stack:  # every connection stays open (and its snapshot) to the end
         usable: dict[str, tuple[Target, Connection]] = {}
-        for target in _targets(settings, findings):
+        targets = _targets(settings, findings)
+        _report(progress, findings)  # the API database, when it cannot be read
+        for target in targets:
             if target.environment == "placement" and _shared_placement(settings, target):
                 findings.append(Finding(
                     target.name, INFO, "placement-not-checked",
@@ -175,11 +177,17 @@ def check(
         cross = _cross_checks(usable)
         _report(progress, cross)
         findings += cross
-    if placement is not None:
+    # The audit reads the cells through the API database: without it, it would only
+    # repeat the API's blocker under Placement's name.
+    api_down = any(f.database == "api" and f.code in _UNUSABLE for f in findings)
+    if placement is not None and not api_down:
         audited = _placement_audit(placement, settings)
         _report(progress, audited)
         findings += audited
     return CheckResult(tuple(findings), tuple(facts), round(time.monotonic() - started, 3))
+
+
+_UNUSABLE = ("unreachable", "config-error")
 
 
 def _open_and_check(

@@ -12,6 +12,7 @@ leaves something behind fails at once.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 import sqlite3
@@ -830,3 +831,28 @@ def test_a_database_that_fails_mid_check_does_not_hide_the_others(
     assert "no_such_column" in result.findings[0].summary
     assert result.exit_code == 2
     assert [d.name for d in result.databases] == list(DATABASES)
+
+
+def test_an_unreachable_api_database_is_reported_once_and_not_audited(
+    cloud: World,
+) -> None:
+    """The API's blocker reaches progress, and the audit (which needs the API) is not run."""
+    down = dataclasses.replace(
+        cloud.settings, api="mysql+pymysql://nova:secret@127.0.0.1:1/nova_api"
+    )
+    audited: list[Settings] = []
+    events: list[str] = []
+
+    def placement(settings: Settings) -> list[Finding]:
+        audited.append(settings)
+        return []
+
+    result = check(down, progress=lambda e: events.append(e.message), placement=placement)
+    api = [f for f in result.findings if f.database == "api"]
+    assert [(f.severity, f.code) for f in api] == [("blocker", "unreachable")]
+    assert "secret" not in api[0].summary
+    assert any(m.startswith("api: blocker:") for m in events)
+    assert audited == []
+    assert not [
+        f for f in result.findings if f.database == "placement" and f.severity == "blocker"
+    ]
