@@ -192,3 +192,13 @@ def generations(c: Cloud) -> dict[str, int]:
         str(u): int(g)
         for u, g in c.rows(c.placement, "SELECT uuid, generation FROM resource_providers")
     }
+
+
+def memberships(c: Cloud) -> set[tuple[str, str]]:
+    """(Placement aggregate uuid, provider uuid) of every membership."""
+    sql = (
+        "SELECT pa.uuid, rp.uuid FROM resource_provider_aggregates m "
+        "JOIN placement_aggregates pa ON pa.id = m.aggregate_id "
+        "JOIN resource_providers rp ON rp.id = m.resource_provider_id"
+    )
+    return {(str(a), str(p)) for a, p in c.rows(c.placement, sql)}

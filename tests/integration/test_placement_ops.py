@@ -29,6 +29,7 @@ from tests.integration.clouds import (
     generations,
     live_nodes,
     make_special,
+    memberships,
     placement_allocations,
 )
 
@@ -285,15 +286,6 @@ def test_heal_bad_input_is_127(placement_lite: Cloud, options: HealOptions, mess
 
 
 # -- sync-aggregates -----------------------------------------------------------------------------
-
-
-def memberships(c: Cloud) -> set[tuple[str, str]]:
-    sql = (
-        "SELECT pa.uuid, rp.uuid FROM resource_provider_aggregates m "
-        "JOIN placement_aggregates pa ON pa.id = m.aggregate_id "
-        "JOIN resource_providers rp ON rp.id = m.resource_provider_id"
-    )
-    return {(str(a), str(p)) for a, p in c.rows(c.placement, sql)}
 
 
 def test_sync_aggregates_adds_back_exactly_what_is_missing(placement_cloud: Cloud) -> None:

@@ -32,6 +32,7 @@ from tests.integration.clouds import (
     Cloud,
     expected_allocations,
     live_nodes,
+    memberships,
     placement_allocations,
 )
 
@@ -57,15 +58,6 @@ def expected_memberships(c: Cloud) -> set[tuple[str, str]]:
     )
     node_of = {host: u for u, (_, host, _) in live_nodes(c).items()}
     return {(str(a), node_of[str(h)]) for a, h in hosts}
-
-
-def memberships(c: Cloud) -> set[tuple[str, str]]:
-    sql = (
-        "SELECT pa.uuid, rp.uuid FROM resource_provider_aggregates m "
-        "JOIN placement_aggregates pa ON pa.id = m.aggregate_id "
-        "JOIN resource_providers rp ON rp.id = m.resource_provider_id"
-    )
-    return {(str(a), str(p)) for a, p in c.rows(c.placement, sql)}
 
 
 def test_restored_cell_is_rebuilt_clean_and_the_backup_restores(
