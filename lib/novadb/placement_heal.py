@@ -561,6 +561,14 @@ def _write_batch(
     if rows:
         conn.execute(sa.insert(t.allocations), rows)
     rp_gens = {rp_id: gen for rp_id, gen in providers.values() if rp_id in touched}
+    # Providers that only lose allocations (--force moving them off another provider)
+    # were not read with the batch: read them here, in this transaction, to swap them too.
+    others = sorted(touched - set(rp_gens))
+    for part in chunks(others):
+        query = sa.select(t.providers.c.id, t.providers.c.generation).where(
+            t.providers.c.id.in_(part)
+        )
+        rp_gens.update({int(i): g for i, g in conn.execute(query)})
     bump_generations(conn, t.providers, rp_gens)
     bump_generations(conn, t.consumers, consumer_gens)
 

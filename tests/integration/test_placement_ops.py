@@ -374,3 +374,27 @@ def test_heal_stops_after_the_batch_in_progress(placement_lite: Cloud) -> None:
     rest = heal_allocations(lite.settings)
     assert rest.processed == 20 - first.processed
     assert rest.stopped is None
+
+
+def test_force_moves_allocations_off_a_wrong_provider_and_bumps_both(
+    placement_lite: Cloud,
+) -> None:
+    lite = placement_lite
+    want, _ = expected_allocations(lite)
+    victim = next(iter(want))
+    right = next(iter(want[victim]))
+    wrong = next(u for u in live_nodes(lite) if u != right)
+    lite.run(
+        lite.placement,
+        "UPDATE allocations SET resource_provider_id = "
+        "(SELECT id FROM resource_providers WHERE uuid = :w) WHERE consumer_id = :c",
+        w=wrong,
+        c=victim,
+    )
+    before = generations(lite)
+    result = heal_allocations(lite.settings, HealOptions(instance=victim, force=True))
+    assert [(h.instance, h.action) for h in result.healed] == [(victim, "force")]
+    assert placement_allocations(lite)[victim] == want[victim]
+    after = generations(lite)
+    assert {p for p in after if after[p] != before[p]} == {right, wrong}
+    assert all(after[p] == before[p] + 1 for p in (right, wrong))
