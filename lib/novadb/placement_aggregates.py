@@ -24,7 +24,14 @@ from novadb.cells import Cell, list_cells
 from novadb.config import Settings
 from novadb.connections import engine_for
 from novadb.errors import NovaDbError
-from novadb.placement_db import PlacementTables, bump_generations, chunks, utcnow, write
+from novadb.placement_db import (
+    PlacementTables,
+    bump_generations,
+    chunks,
+    utcnow,
+    write,
+    writer_lock,
+)
 from novadb.progress import Event, Progress, ignore
 
 EXIT_OK, EXIT_TOO_MANY, EXIT_UNMAPPED, EXIT_NO_NODE, EXIT_NO_PROVIDER = 0, 1, 4, 5, 6
@@ -100,7 +107,11 @@ def _nodes_by_host(cell_url: str, hosts: set[str]) -> dict[str, list[str]]:
 
 
 def sync_aggregates(
-    settings: Settings, *, dry_run: bool = False, progress: Progress = ignore
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    progress: Progress = ignore,
+    lock_held: bool = False,
 ) -> AggregatesResult:
     """Add every aggregate host's provider to its Placement aggregate."""
     started = time.monotonic()
@@ -129,7 +140,10 @@ def sync_aggregates(
             else:
                 node_of[host] = nodes[0]
     wanted = sorted({(a, h) for a, hs in members.items() for h in hs if h in node_of})
-    with engine_for(settings.url("placement")) as engine:
+    with (
+        engine_for(settings.url("placement")) as engine,
+        writer_lock(engine, held=lock_held or dry_run),
+    ):
         tables = PlacementTables(engine)
 
         def work(conn: Connection) -> tuple[list[tuple[str, str, str]], int, list]:

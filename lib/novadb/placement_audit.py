@@ -45,6 +45,7 @@ from novadb.placement_db import (
     chunks,
     delete_empty_consumers,
     write,
+    writer_lock,
 )
 from novadb.placement_nova import (
     CloudFacts,
@@ -371,6 +372,7 @@ def audit(
     delete: bool = False,
     resource_provider: str | None = None,
     progress: Progress = ignore,
+    lock_held: bool = False,
 ) -> AuditResult:
     """Compare every cell's compute nodes with Placement; delete orphans if asked."""
     started = time.monotonic()
@@ -409,7 +411,8 @@ def audit(
         deleted: tuple[int, int, list[str]] = (0, 0, [])
         if delete and orphans:
             progress(Event("placement-audit", "step", f"deleting {len(orphans)} orphans"))
-            deleted = _delete_orphans(engine, tables, view, orphans)
+            with writer_lock(engine, held=lock_held):
+                deleted = _delete_orphans(engine, tables, view, orphans)
     return AuditResult(
         findings=findings,
         deleted_consumers=deleted[0],

@@ -19,7 +19,7 @@ use, ``created_at``/``updated_at`` stamped in UTC.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timezone
 from typing import TypeVar
 
@@ -32,6 +32,7 @@ from novadb import dberrors
 from novadb.batching import retrying
 from novadb.connections import is_sqlite
 from novadb.errors import NovaDbError
+from novadb.locking import database_lock
 
 T = TypeVar("T")
 
@@ -41,6 +42,17 @@ MIN_CUSTOM_CLASS_ID = 10000
 # Classes a Nova compute node's root provider reports and Nova can rebuild.
 NOVA_ROOT_CLASSES = ("VCPU", "PCPU", "MEMORY_MB", "DISK_GB")
 _CHUNK = 500
+
+
+# One novadb Placement writer at a time (heal, sync-aggregates, audit --delete, rebuild,
+# restore): Placement's generations keep us safe beside placement-api, this keeps two of
+# our own runs from interleaving, as every novadb operation does.
+WRITER_LOCK = "placement-writes"
+
+
+def writer_lock(engine: Engine, *, held: bool = False) -> AbstractContextManager[None]:
+    """The Placement writer lock, unless the caller (rebuild-placement) already holds it."""
+    return nullcontext() if held else database_lock(engine, WRITER_LOCK)
 
 
 class ConcurrentUpdate(NovaDbError):

@@ -47,6 +47,7 @@ from novadb.placement_db import (
     external_ids,
     utcnow,
     write,
+    writer_lock,
 )
 from novadb.placement_nova import cells_for_placement, instances_query
 from novadb.placement_resources import (
@@ -611,6 +612,7 @@ def heal_allocations(
     *,
     progress: Progress = ignore,
     stop: threading.Event | None = None,
+    lock_held: bool = False,
 ) -> HealResult:
     """Heal every cell's instances (or the chosen cell or instance), batch by batch."""
     options = options or HealOptions()
@@ -626,7 +628,10 @@ def heal_allocations(
     started = time.monotonic()
     cells = _cells(settings, options)
     run = _Run(options, progress, stop=stop)
-    with engine_for(settings.url("placement")) as placement:
+    with (
+        engine_for(settings.url("placement")) as placement,
+        writer_lock(placement, held=lock_held or options.dry_run),
+    ):
         tables = PlacementTables(placement)
         for cell in cells:
             _heal_cell(cell, placement, tables, run)

@@ -40,7 +40,6 @@ from sqlalchemy.engine import Connection, Engine
 from novadb.config import Settings
 from novadb.connections import engine_for
 from novadb.errors import BadInput, NovaDbError
-from novadb.locking import database_lock
 from novadb.placement_aggregates import AggregatesResult, sync_aggregates
 from novadb.placement_audit import AuditResult, audit
 from novadb.placement_backup import (
@@ -58,6 +57,7 @@ from novadb.placement_db import (
     ensure_standard_classes,
     ensure_standard_traits,
     utcnow,
+    writer_lock,
 )
 from novadb.placement_heal import HealOptions, HealResult, heal_allocations
 from novadb.placement_nova import (
@@ -72,7 +72,6 @@ from novadb.sync import sync
 from novadb.targets import api_exists, same_database
 
 EXIT_REBUILT, EXIT_PROBLEMS, EXIT_REFUSED = 0, 3, 5
-LOCK = "placement-rebuild"
 
 
 class RebuildStopped(NovaDbError):
@@ -344,7 +343,7 @@ def rebuild_placement(
     if not dry_run and Path(path).exists():
         raise BadInput(f"backup file {path} already exists; pass --backup with a new file name")
     cloud = _read_cloud(settings)
-    with engine_for(settings.url("placement")) as engine, database_lock(engine, LOCK):
+    with engine_for(settings.url("placement")) as engine, writer_lock(engine):
         tables = PlacementTables(engine)
         with engine.connect() as conn:
             reasons = _reasons(conn, tables, cloud)
@@ -395,7 +394,9 @@ def rebuild_placement(
         step(3, "schema", f"recreated at head; {classes} resource classes, {traits} traits")
         providers, inventories = _register(engine, tables, settings, cloud.nodes, pcpu)
         step(4, "providers", f"{providers} providers, {inventories} inventories")
-        healed = heal_allocations(settings, HealOptions(), progress=progress, stop=stop)
+        healed = heal_allocations(
+            settings, HealOptions(), progress=progress, stop=stop, lock_held=True
+        )
         step(5, "heal", f"{healed.processed} instances healed, {len(healed.skipped)} skipped, "
              f"{len(healed.failed)} failed")  # fmt: skip
         if healed.stopped:
@@ -405,7 +406,11 @@ def rebuild_placement(
                 "heal-allocations`, then `novadb sync-aggregates` and `novadb placement-audit`",
                 exit_code=130,
             )
-        aggregates = sync_aggregates(settings, progress=progress) if api_exists(settings) else None
+        aggregates = (
+            sync_aggregates(settings, progress=progress, lock_held=True)
+            if api_exists(settings)
+            else None
+        )
         if aggregates is not None:
             step(6, "aggregates", f"{len(aggregates.added)} memberships added")
         else:
@@ -421,5 +426,5 @@ def rebuild_placement(
 def restore(settings: Settings, path: str, *, progress: Progress = ignore) -> RestoreResult:
     """``rebuild-placement --restore FILE``: put a backup back exactly, under the rebuild lock."""
     _check_separate(settings)
-    with engine_for(settings.url("placement"), create=True) as engine, database_lock(engine, LOCK):
+    with engine_for(settings.url("placement"), create=True) as engine, writer_lock(engine):
         return restore_placement(engine, path, progress=progress)
