@@ -32,7 +32,7 @@ from novadb import dberrors
 from novadb.batching import retrying
 from novadb.connections import is_sqlite
 from novadb.errors import NovaDbError
-from novadb.locking import database_lock
+from novadb.locking import DEFAULT_TIMEOUT, database_lock
 
 T = TypeVar("T")
 
@@ -48,11 +48,12 @@ _CHUNK = 500
 # restore): Placement's generations keep us safe beside placement-api, this keeps two of
 # our own runs from interleaving, as every novadb operation does.
 WRITER_LOCK = "placement-writes"
+WRITER_LOCK_TIMEOUT = DEFAULT_TIMEOUT  # seconds a second writer waits before giving up
 
 
 def writer_lock(engine: Engine, *, held: bool = False) -> AbstractContextManager[None]:
     """The Placement writer lock, unless the caller (rebuild-placement) already holds it."""
-    return nullcontext() if held else database_lock(engine, WRITER_LOCK)
+    return nullcontext() if held else database_lock(engine, WRITER_LOCK, WRITER_LOCK_TIMEOUT)
 
 
 class ConcurrentUpdate(NovaDbError):

@@ -11,10 +11,13 @@ import threading
 import uuid
 
 import pytest
-from novadb.errors import BadInput
+from novadb import placement_db
+from novadb.errors import BadInput, LockTimeout
+from novadb.locking import database_lock
 from novadb.placement_aggregates import TooManyComputes, sync_aggregates
 from novadb.placement_audit import UnknownProvider, audit
 from novadb.placement_heal import HealOptions, heal_allocations
+from novadb.placement_rebuild import rebuild_placement
 from novadb.progress import Event
 from novadb.sample_placement import (
     add_orphan_allocations,
@@ -398,3 +401,24 @@ def test_force_moves_allocations_off_a_wrong_provider_and_bumps_both(
     after = generations(lite)
     assert {p for p in after if after[p] != before[p]} == {right, wrong}
     assert all(after[p] == before[p] + 1 for p in (right, wrong))
+
+
+def test_two_placement_writers_never_interleave(
+    placement_lite: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one novadb writer holds Placement, another waits, then fails clearly."""
+    lite = placement_lite
+    monkeypatch.setattr(placement_db, "WRITER_LOCK_TIMEOUT", 0.5)
+    drop_allocations(lite.settings, 3, seed=8)
+    with database_lock(lite.placement, placement_db.WRITER_LOCK):
+        for run in (
+            lambda: heal_allocations(lite.settings),
+            lambda: sync_aggregates(lite.settings),
+            lambda: rebuild_placement(lite.settings, force=True),
+        ):
+            with pytest.raises(LockTimeout, match="another novadb placement-writes"):
+                run()
+        # Read-only runs do not wait.
+        assert heal_allocations(lite.settings, HealOptions(dry_run=True)).processed == 3
+        assert audit(lite.settings).exit_code == 0
+    assert heal_allocations(lite.settings).processed == 3
