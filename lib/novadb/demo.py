@@ -20,7 +20,6 @@ import random
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ from novadb.placement_check import placement_findings
 from novadb.placement_rebuild import rebuild_placement
 from novadb.progress import Event, Progress, ignore
 from novadb.purge import PurgeOptions, purge
-from novadb.sample_cloud import CloudSpec, populate
+from novadb.sample_cloud import CloudSpec, map_cell, populate
 from novadb.sample_placement import (
     drop_allocations,
     populate_placement,
@@ -91,21 +90,9 @@ def demo_settings(path: Path) -> Settings:
 
 def _map_cells(api_url: str, directory: Path) -> int:
     """cell0 and cell1 in ``cell_mappings``; returns cell1's mapping id."""
-    with engine_for(api_url) as engine:
-        mappings = sa.Table("cell_mappings", sa.MetaData(), autoload_with=engine)
-        with engine.begin() as conn:
-            for cell_uuid, name in ((CELL0_UUID, "cell0"), (str(uuid.uuid4()), "cell1")):
-                conn.execute(
-                    sa.insert(mappings).values(
-                        uuid=cell_uuid,
-                        name=name,
-                        transport_url="none:///",
-                        database_connection=f"sqlite:///{directory / (name + '.sqlite')}",
-                        disabled=False,
-                    )
-                )
-            query = sa.select(mappings.c.id).where(mappings.c.name == "cell1")
-            return int(conn.execute(query).scalar_one())
+    with engine_for(api_url) as engine, engine.begin() as conn:
+        map_cell(conn, "cell0", f"sqlite:///{directory / 'cell0.sqlite'}", cell_uuid=CELL0_UUID)
+        return map_cell(conn, "cell1", f"sqlite:///{directory / 'cell1.sqlite'}")
 
 
 def _pending_online_work(settings: Settings, seed: int) -> int:

@@ -309,3 +309,22 @@ def populate(
                         aconn.execute(sa.insert(api_meta.tables[name]), api_rows[name])
                         counts[f"API_DB.{name}"] += len(api_rows[name])
     return GeneratedCell(dict(counts), deleted_total, orphan_total)
+
+
+def map_cell(conn: Connection, name: str, url: str, *, cell_uuid: str | None = None) -> int:
+    """Add a ``cell_mappings`` row as ``nova-manage cell_v2 create_cell`` would; return its id.
+
+    The sample clouds, the demo and the benchmarks map their cells this one way.
+    """
+    mappings = sa.Table("cell_mappings", sa.MetaData(), autoload_with=conn)
+    key = conn.execute(
+        sa.insert(mappings).values(
+            uuid=cell_uuid or str(uuid.uuid4()),
+            name=name,
+            transport_url="none:///",
+            database_connection=url,
+            disabled=False,
+        )
+    ).inserted_primary_key
+    assert key is not None
+    return int(key[0])

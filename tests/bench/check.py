@@ -24,7 +24,7 @@ from novadb.cells import CELL0_UUID
 from novadb.check import CheckResult, check
 from novadb.config import Settings, load_settings
 from novadb.connections import create_engine
-from novadb.sample_cloud import CloudSpec, populate
+from novadb.sample_cloud import CloudSpec, map_cell, populate
 from novadb.sync import sync
 
 from tests.bench.archive import DELETED_FRACTION
@@ -51,14 +51,9 @@ def build(cell0: str, cell1: str, api: str, placement: str, instances: int) -> S
     settings = load_settings(database=cell1, api_database=api, placement_database=placement)
     sync(settings, "api")
     api_engine, engine = create_engine(api), create_engine(cell1)
-    mappings = sa.Table("cell_mappings", sa.MetaData(), autoload_with=api_engine)
     with api_engine.begin() as conn:
-        for cell_uuid, name, url in ((CELL0_UUID, "cell0", cell0), (CELL1, "cell1", cell1)):
-            conn.execute(sa.insert(mappings).values(
-                uuid=cell_uuid, name=name, transport_url="none:///", database_connection=url,
-                disabled=False,
-            ))  # fmt: skip
-        cell_id = conn.execute(sa.select(mappings.c.id).where(mappings.c.uuid == CELL1)).scalar()
+        map_cell(conn, "cell0", cell0, cell_uuid=CELL0_UUID)
+        cell_id = map_cell(conn, "cell1", cell1, cell_uuid=CELL1)
     sync(settings)
     spec = CloudSpec(instances=instances, deleted_fraction=DELETED_FRACTION)
     populate(engine, api_engine, spec, cell_id=cell_id)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from novadb.connections import create_engine
 from novadb.placement_backup import restore_placement
 from novadb.placement_heal import HealOptions, heal_allocations
 from novadb.placement_rebuild import rebuild_placement
-from novadb.sample_cloud import CloudSpec, populate
+from novadb.sample_cloud import CloudSpec, map_cell, populate
 from novadb.sample_placement import (
     drop_allocations,
     populate_placement,
@@ -67,19 +66,12 @@ def cloud(urls: list[str], instances: int) -> Settings:
     settings = load_settings(database=cell, api_database=api, placement_database=placement)
     sync(settings)
     api_engine, cell_engine = create_engine(api), create_engine(cell)
-    mappings = sa.Table("cell_mappings", sa.MetaData(), autoload_with=api_engine)
     with api_engine.begin() as conn:
-        conn.execute(sa.insert(mappings), [
-            {"uuid": CELL0_UUID, "name": "cell0", "transport_url": "none:///",
-             "database_connection": "sqlite:////nonexistent/cell0.sqlite", "disabled": False},
-            {"uuid": str(uuid.uuid4()), "name": "cell1", "transport_url": "none:///",
-             "database_connection": cell, "disabled": False},
-        ])  # fmt: skip
-        cell_id = conn.execute(
-            sa.select(mappings.c.id).where(mappings.c.name == "cell1")
-        ).scalar_one()
+        unmade = "sqlite:////nonexistent/cell0.sqlite"
+        map_cell(conn, "cell0", unmade, cell_uuid=CELL0_UUID)
+        cell_id = map_cell(conn, "cell1", cell)
     spec = CloudSpec(instances=instances, hosts=NODES, deleted_fraction=0.0, orphan_fraction=0.0)
-    populate(cell_engine, api_engine, spec, cell_id=int(cell_id))
+    populate(cell_engine, api_engine, spec, cell_id=cell_id)
     with cell_engine.begin() as conn:  # hosts big enough for the busiest one's ~70 instances
         conn.execute(
             sa.text("UPDATE compute_nodes SET vcpus = 128, memory_mb = 1048576, local_gb = 8192")

@@ -8,7 +8,6 @@ reads cell0 fails loudly), and fills each cell with ``sample_cloud.populate``.
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from novadb.cells import CELL0_UUID
 from novadb.config import Settings, load_settings
 from novadb.connections import create_engine
 from novadb.placement_resources import flavor_from_instance_extra, resources_from_flavor
-from novadb.sample_cloud import CloudSpec, populate
+from novadb.sample_cloud import CloudSpec, map_cell, populate
 from novadb.sync import sync
 from sqlalchemy.engine import Engine
 
@@ -59,26 +58,11 @@ def build(new_db: Callable[[], str], sizes: dict[str, tuple[int, int]]) -> Cloud
     for url in list(urls.values())[1:]:
         sync(load_settings(database=url, api_database=api_url), "main", local_cell=True)
     api = create_engine(api_url)
-    mappings = sa.Table("cell_mappings", sa.MetaData(), autoload_with=api)
-    cell_ids: dict[str, int] = {}
     with api.begin() as conn:
         # cell0's database never exists: reading it would fail.
         unmade = "sqlite:////nonexistent/cell0.sqlite"
-        for cell_uuid, name, url in (
-            (CELL0_UUID, "cell0", unmade),
-            *((str(uuid.uuid4()), n, u) for n, u in urls.items()),
-        ):
-            key = conn.execute(
-                sa.insert(mappings).values(
-                    uuid=cell_uuid,
-                    name=name,
-                    transport_url="none:///",
-                    database_connection=url,
-                    disabled=False,
-                )
-            ).inserted_primary_key
-            assert key is not None
-            cell_ids[name] = int(key[0])
+        cell_ids = {"cell0": map_cell(conn, "cell0", unmade, cell_uuid=CELL0_UUID)}
+        cell_ids |= {name: map_cell(conn, name, url) for name, url in urls.items()}
     cells = {name: create_engine(url) for name, url in urls.items()}
     for seed, (name, (instances, hosts)) in enumerate(sizes.items(), start=1):
         spec = CloudSpec(instances=instances, hosts=hosts, seed=seed)

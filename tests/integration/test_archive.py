@@ -33,7 +33,7 @@ from novadb.connections import create_engine
 from novadb.errors import LockTimeout
 from novadb.locking import database_lock
 from novadb.progress import Event
-from novadb.sample_cloud import CloudSpec, populate
+from novadb.sample_cloud import CloudSpec, map_cell, populate
 from novadb.schema_graph import MODEL_EDGES, Edge, Graph, load_graph
 from novadb.sync import sync
 from sqlalchemy.engine import Engine, make_url
@@ -1164,23 +1164,11 @@ def test_all_cells_prefixes_cell_keys(dbs: Databases) -> None:
     api, cells = dbs.urls(cells=3)
     names = ("cell0", "cell1", "cell2")
     api_engine = dbs.engine(api)
-    mappings = sa.Table("cell_mappings", sa.MetaData(), autoload_with=api_engine)
-    ids = {}
     with api_engine.begin() as conn:
-        for name, url, cell_uuid in zip(
-            names, cells, (CELL0_UUID, str(uuid.uuid4()), str(uuid.uuid4())), strict=True
-        ):
-            inserted = conn.execute(
-                sa.insert(mappings).values(
-                    uuid=cell_uuid,
-                    name=name,
-                    transport_url="none:///",
-                    database_connection=url,
-                    disabled=False,
-                )
-            )
-            assert inserted.inserted_primary_key is not None
-            ids[name] = inserted.inserted_primary_key[0]
+        ids = {
+            name: map_cell(conn, name, url, cell_uuid=CELL0_UUID if name == "cell0" else None)
+            for name, url in zip(names, cells, strict=True)
+        }
     engines = {name: dbs.engine(url) for name, url in zip(names, cells, strict=True)}
     for seed, name in enumerate(("cell1", "cell2")):
         populate(engines[name], api_engine, CloudSpec(instances=40, seed=seed), cell_id=ids[name])
@@ -1231,18 +1219,9 @@ def test_all_cells_prefixes_cell_keys(dbs: Databases) -> None:
 def test_all_cells_share_one_parent_budget(dbs: Databases) -> None:
     api, cells = dbs.urls(cells=2)
     api_engine = dbs.engine(api)
-    mappings = sa.Table("cell_mappings", sa.MetaData(), autoload_with=api_engine)
     with api_engine.begin() as conn:
         for name, url in zip(("cell1", "cell2"), cells, strict=True):
-            conn.execute(
-                sa.insert(mappings).values(
-                    uuid=str(uuid.uuid4()),
-                    name=name,
-                    transport_url="none:///",
-                    database_connection=url,
-                    disabled=False,
-                )
-            )
+            map_cell(conn, name, url)
     engines = [dbs.engine(url) for url in cells]
     # Only deleted instances to archive: their children stay live (orphans), hosts are live.
     spec = CloudSpec(instances=20, deleted_fraction=1.0, orphan_fraction=1.0, deleted_hosts=0)

@@ -37,7 +37,7 @@ from novadb.null_uuid import null_instance_uuid_scan
 from novadb.online.pending import COUNTERS
 from novadb.online.registry import MIGRATIONS
 from novadb.online.runner import online_migrate
-from novadb.sample_cloud import CloudSpec, populate
+from novadb.sample_cloud import CloudSpec, map_cell, populate
 from novadb.sync import sync
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
@@ -190,16 +190,9 @@ def world(
         )
         sync(settings, "api")
         engines["api"] = create_engine(urls["api"])
-        mappings = sa.Table("cell_mappings", sa.MetaData(), autoload_with=engines["api"])
         with engines["api"].begin() as conn:
-            for cell_uuid, name in ((CELL0_UUID, "cell0"), (CELL1, "cell1")):
-                conn.execute(sa.insert(mappings).values(
-                    uuid=cell_uuid, name=name, transport_url="none:///",
-                    database_connection=urls[name], disabled=False,
-                ))  # fmt: skip
-            cell1_id = conn.execute(
-                sa.select(mappings.c.id).where(mappings.c.uuid == CELL1)
-            ).scalar_one()
+            map_cell(conn, "cell0", urls["cell0"], cell_uuid=CELL0_UUID)
+            cell1_id = map_cell(conn, "cell1", urls["cell1"], cell_uuid=CELL1)
         sync(settings)
         for n in ("cell0", "cell1", "placement"):
             engines[n] = create_engine(urls[n])
