@@ -159,40 +159,6 @@ def compute_nodes(conn: Connection, cell: str) -> list[ComputeNode]:
     ]
 
 
-def consumers_by_node(conn: Connection) -> dict[tuple[str, str], set[str]]:
-    """(host, node) -> uuids of the live instances and in-progress migrations there.
-
-    These are the consumers that may legitimately hold allocations on that
-    node's provider (Nova's audit uses the same two lists).
-    """
-    inst = reflect(conn, "instances")
-    mig = reflect(conn, "migrations")
-    out: dict[tuple[str, str], set[str]] = defaultdict(set)
-    query = sa.select(inst.c.uuid, inst.c.host, inst.c.node).where(
-        inst.c.deleted == 0, inst.c.host.is_not(None), inst.c.node.is_not(None)
-    )
-    for uuid, host, node in conn.execute(query):
-        out[(host, node)].add(str(uuid))
-    query = sa.select(
-        mig.c.uuid, mig.c.source_compute, mig.c.source_node, mig.c.dest_compute, mig.c.dest_node
-    ).where(
-        mig.c.deleted == 0,
-        mig.c.uuid.is_not(None),
-        sa.or_(mig.c.status.is_(None), mig.c.status.not_in(FINISHED_MIGRATION)),
-    )
-    for uuid, shost, snode, dhost, dnode in conn.execute(query):
-        out[(shost, snode)].add(str(uuid))
-        out[(dhost, dnode)].add(str(uuid))
-    return out
-
-
-def migration_uuids(conn: Connection) -> set[str]:
-    """Every migration uuid the cell knows (finished or not, not deleted)."""
-    mig = reflect(conn, "migrations")
-    query = sa.select(mig.c.uuid).where(mig.c.deleted == 0, mig.c.uuid.is_not(None))
-    return {str(r[0]) for r in conn.execute(query)}
-
-
 def _option_float(settings: Settings, name: str, default: float) -> float:
     raw = settings.option("DEFAULT", name)
     try:
@@ -237,22 +203,58 @@ def node_inventory(node: ComputeNode, settings: Settings) -> dict[str, Inventory
 
 @dataclass
 class CloudFacts:
-    """Compute nodes of every cell, and who may hold allocations on each."""
+    """Compute nodes of every cell, who may hold allocations on each, and the cells' consumers.
+
+    ``consumers``: per node uuid, the live instances on it and the in-progress
+    migrations to or from it (the lists Nova's audit uses); ``instances``: live
+    instances without a task state, ``busy``: those with one; ``migrations``:
+    every migration, ``active_migrations``: those still in progress.
+    """
 
     nodes: list[ComputeNode] = field(default_factory=list)
-    consumers: dict[str, set[str]] = field(default_factory=dict)  # node uuid -> consumers
+    consumers: dict[str, set[str]] = field(default_factory=dict)
+    instances: set[str] = field(default_factory=set)
+    busy: set[str] = field(default_factory=set)
     migrations: set[str] = field(default_factory=set)
+    active_migrations: set[str] = field(default_factory=set)
+
+
+def _read_cell(conn: Connection, label: str, facts: CloudFacts) -> None:
+    """One cell's nodes, instances and migrations: three indexed queries."""
+    nodes = compute_nodes(conn, label)
+    by_node: dict[tuple[str, str], set[str]] = defaultdict(set)
+    inst = reflect(conn, "instances")
+    query = sa.select(inst.c.uuid, inst.c.host, inst.c.node, inst.c.task_state).where(
+        inst.c.deleted == 0
+    )
+    for uuid, host, node, task in conn.execute(query):
+        (facts.busy if task is not None else facts.instances).add(str(uuid))
+        if host is not None and node is not None:
+            by_node[(host, node)].add(str(uuid))
+    mig = reflect(conn, "migrations")
+    query = sa.select(
+        mig.c.uuid,
+        mig.c.status,
+        mig.c.source_compute,
+        mig.c.source_node,
+        mig.c.dest_compute,
+        mig.c.dest_node,
+    ).where(mig.c.deleted == 0, mig.c.uuid.is_not(None))
+    for uuid, status, shost, snode, dhost, dnode in conn.execute(query):
+        facts.migrations.add(str(uuid))
+        if status is None or status not in FINISHED_MIGRATION:
+            facts.active_migrations.add(str(uuid))
+            by_node[(shost, snode)].add(str(uuid))
+            by_node[(dhost, dnode)].add(str(uuid))
+    facts.nodes += nodes
+    for node in nodes:
+        facts.consumers[node.uuid] = by_node.get((node.host, node.hypervisor_hostname), set())
 
 
 def read_cloud(cells: list[Cell]) -> CloudFacts:
-    """Read every cell once (three indexed queries per cell)."""
+    """Read every cell once."""
     facts = CloudFacts()
     for cell in cells:
         with engine_for(cell.url) as engine, engine.connect() as conn:
-            nodes = compute_nodes(conn, cell.label)
-            by_node = consumers_by_node(conn)
-            facts.migrations |= migration_uuids(conn)
-        facts.nodes += nodes
-        for node in nodes:
-            facts.consumers[node.uuid] = by_node.get((node.host, node.hypervisor_hostname), set())
+            _read_cell(conn, cell.label, facts)
     return facts

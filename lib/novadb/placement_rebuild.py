@@ -37,6 +37,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from novadb.cells import Cell
 from novadb.config import Settings
 from novadb.connections import engine_for
 from novadb.errors import BadInput, NovaDbError
@@ -61,11 +62,11 @@ from novadb.placement_db import (
 )
 from novadb.placement_heal import HealOptions, HealResult, heal_allocations
 from novadb.placement_nova import (
-    FINISHED_MIGRATION,
+    CloudFacts,
     ComputeNode,
     cells_for_placement,
-    compute_nodes,
     node_inventory,
+    read_cloud,
 )
 from novadb.progress import Event, Progress, ignore
 from novadb.sync import sync
@@ -128,11 +129,11 @@ def default_backup_path() -> str:
     return f"placement-backup-{stamp}.json.gz"
 
 
-def _check_separate(settings: Settings) -> None:
+def _check_separate(settings: Settings, cells: list[Cell]) -> None:
     """Never drop tables in a database that is also the API or a cell database."""
     url = settings.url("placement")
     others = [settings.url("api")] if api_exists(settings) else []
-    others += [c.url for c in cells_for_placement(settings)]
+    others += [c.url for c in cells]
     if settings.placement_is_api or any(same_database(url, o) for o in others):
         raise BadInput(
             "the Placement database is also a Nova database; rebuild-placement drops "
@@ -140,33 +141,9 @@ def _check_separate(settings: Settings) -> None:
         )
 
 
-@dataclass
-class _Cloud:
-    nodes: list[ComputeNode] = field(default_factory=list)
-    instances: set[str] = field(default_factory=set)  # live, on a host, no task state
-    busy: set[str] = field(default_factory=set)  # live with a task state
-    migrations: set[str] = field(default_factory=set)
-    active_migrations: set[str] = field(default_factory=set)
-
-
-def _read_cloud(settings: Settings) -> _Cloud:
-    cloud = _Cloud()
-    for cell in cells_for_placement(settings):
-        with engine_for(cell.url) as engine, engine.connect() as conn:
-            cloud.nodes += compute_nodes(conn, cell.label)
-            meta = sa.MetaData()
-            meta.reflect(conn, only=["instances", "migrations"])
-            inst, mig = meta.tables["instances"], meta.tables["migrations"]
-            query = sa.select(inst.c.uuid, inst.c.task_state).where(inst.c.deleted == 0)
-            for uuid, task in conn.execute(query):
-                (cloud.busy if task is not None else cloud.instances).add(str(uuid))
-            query = sa.select(mig.c.uuid, mig.c.status).where(
-                mig.c.deleted == 0, mig.c.uuid.is_not(None)
-            )
-            for uuid, status in conn.execute(query):
-                cloud.migrations.add(str(uuid))
-                if status not in FINISHED_MIGRATION:
-                    cloud.active_migrations.add(str(uuid))
+def _read_cloud(cells: list[Cell]) -> CloudFacts:
+    """The cells' facts, refusing compute nodes whose names Placement could not hold twice."""
+    cloud = read_cloud(cells)
     names = defaultdict(list)
     for node in cloud.nodes:
         names[node.hypervisor_hostname].append(node.uuid)
@@ -179,7 +156,7 @@ def _read_cloud(settings: Settings) -> _Cloud:
     return cloud
 
 
-def _reasons(conn: Connection, t: PlacementTables, cloud: _Cloud) -> list[str]:
+def _reasons(conn: Connection, t: PlacementTables, cloud: CloudFacts) -> list[str]:
     """What a rebuild would lose, one line each (empty: nothing)."""
     reasons: list[str] = []
     names = {v: k for k, v in class_ids(conn, t).items()}
@@ -332,7 +309,8 @@ def rebuild_placement(
     Steps 3 and 4 always run to the end once started.
     """
     started = time.monotonic()
-    _check_separate(settings)
+    cells = cells_for_placement(settings)
+    _check_separate(settings, cells)
     steps: list[Step] = []
 
     def step(number: int, name: str, summary: str) -> None:
@@ -342,7 +320,7 @@ def rebuild_placement(
     path = backup or default_backup_path()
     if not dry_run and Path(path).exists():
         raise BadInput(f"backup file {path} already exists; pass --backup with a new file name")
-    cloud = _read_cloud(settings)
+    cloud = _read_cloud(cells)
     with engine_for(settings.url("placement")) as engine, writer_lock(engine):
         tables = PlacementTables(engine)
         with engine.connect() as conn:
@@ -425,6 +403,6 @@ def rebuild_placement(
 
 def restore(settings: Settings, path: str, *, progress: Progress = ignore) -> RestoreResult:
     """``rebuild-placement --restore FILE``: put a backup back exactly, under the rebuild lock."""
-    _check_separate(settings)
+    _check_separate(settings, cells_for_placement(settings))
     with engine_for(settings.url("placement"), create=True) as engine, writer_lock(engine):
         return restore_placement(engine, path, progress=progress)
