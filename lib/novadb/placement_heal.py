@@ -49,7 +49,12 @@ from novadb.placement_db import (
     write,
     writer_lock,
 )
-from novadb.placement_nova import cells_for_placement, instances_query
+from novadb.placement_nova import (
+    INVENTORY_FIELDS,
+    Inventory,
+    cells_for_placement,
+    instances_query,
+)
 from novadb.placement_resources import (
     UnsupportedFlavor,
     flavor_from_instance_extra,
@@ -381,29 +386,18 @@ def _capacity_failures(
     rps = sorted({d.rp_id for d in decisions if d.action in ("create", "force")})
     if not rps:
         return {}
-    limits: dict[tuple[int, int], tuple[int, int, int, int, int, float]] = {}
+    limits: dict[tuple[int, int], Inventory] = {}
     usage: dict[tuple[int, int], int] = defaultdict(int)
     a = t.allocations
     for part in chunks(rps):
         query = sa.select(
             inv.c.resource_provider_id,
             inv.c.resource_class_id,
-            inv.c.total,
-            inv.c.reserved,
-            inv.c.min_unit,
-            inv.c.max_unit,
-            inv.c.step_size,
-            inv.c.allocation_ratio,
+            *(inv.c[f] for f in INVENTORY_FIELDS),
         ).where(inv.c.resource_provider_id.in_(part))
         for r in conn.execute(query):
-            limits[(int(r[0]), int(r[1]))] = (
-                int(r[2]),
-                int(r[3]),
-                int(r[4]),
-                int(r[5]),
-                int(r[6]),
-                float(r[7]),
-            )
+            key = (int(r.resource_provider_id), int(r.resource_class_id))
+            limits[key] = Inventory.from_row(r)
         query = (
             sa.select(a.c.resource_provider_id, a.c.resource_class_id, sa.func.sum(a.c.used))
             .where(a.c.resource_provider_id.in_(part))
@@ -427,14 +421,18 @@ def _capacity_failures(
             if limit is None:
                 problem = f"its provider {d.plan.node_uuid} has no {name} inventory"
                 break
-            total, reserved, min_unit, max_unit, step, ratio = limit
-            if amount < min_unit or amount > max_unit or (amount - min_unit) % step:
+            if (
+                amount < limit.min_unit
+                or amount > limit.max_unit
+                or (amount - limit.min_unit) % limit.step_size
+            ):
                 problem = (
-                    f"{name}={amount} is outside min_unit {min_unit}, max_unit {max_unit}, "
-                    f"step {step} of provider {d.plan.node_uuid}"
+                    f"{name}={amount} is outside min_unit {limit.min_unit}, max_unit "
+                    f"{limit.max_unit}, step {limit.step_size} of provider {d.plan.node_uuid}"
                 )
                 break
-            if usage[(d.rp_id, rc)] + amount > (total - reserved) * ratio:
+            capacity = (limit.total - limit.reserved) * limit.allocation_ratio
+            if usage[(d.rp_id, rc)] + amount > capacity:
                 problem = f"provider {d.plan.node_uuid} has no room for {name}={amount}"
                 break
         if problem is not None:

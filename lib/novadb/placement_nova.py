@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -66,19 +67,31 @@ class Inventory:
     step_size: int
     allocation_ratio: float
 
+    @classmethod
+    def from_row(cls, row: Any) -> Inventory:
+        """One read from ``inventories`` (a row selecting :data:`INVENTORY_FIELDS` by name)."""
+        m = row._mapping
+        return cls(
+            total=int(m["total"]),
+            reserved=int(m["reserved"]),
+            min_unit=int(m["min_unit"]),
+            max_unit=int(m["max_unit"]),
+            step_size=int(m["step_size"]),
+            allocation_ratio=float(m["allocation_ratio"]),
+        )
+
     def row(self, provider_id: int, class_id: int, now: datetime) -> dict[str, object]:
         """The ``inventories`` row Placement stores for it."""
         return {
             "resource_provider_id": provider_id,
             "resource_class_id": class_id,
-            "total": self.total,
-            "reserved": self.reserved,
-            "min_unit": self.min_unit,
-            "max_unit": self.max_unit,
-            "step_size": self.step_size,
-            "allocation_ratio": self.allocation_ratio,
+            **asdict(self),
             "created_at": now,
         }
+
+
+# The ``inventories`` columns that make an :class:`Inventory`, in its field order.
+INVENTORY_FIELDS = tuple(f.name for f in fields(Inventory))
 
 
 def cells_for_placement(settings: Settings) -> list[Cell]:

@@ -62,8 +62,10 @@ from novadb.placement_db import (
 )
 from novadb.placement_heal import HealOptions, HealResult, heal_allocations
 from novadb.placement_nova import (
+    INVENTORY_FIELDS,
     CloudFacts,
     ComputeNode,
+    Inventory,
     cells_for_placement,
     node_inventory,
     read_cloud,
@@ -208,36 +210,20 @@ def _reasons(conn: Connection, t: PlacementTables, cloud: CloudFacts) -> list[st
     return reasons
 
 
-def _pcpu_inventory(conn: Connection, t: PlacementTables) -> dict[str, dict[str, object]]:
+def _pcpu_inventory(conn: Connection, t: PlacementTables) -> dict[str, Inventory]:
     """The old PCPU inventory per provider uuid and name (both keys)."""
     ids = class_ids(conn, t)
     if "PCPU" not in ids:
         return {}
     inv, rp = t.inventories, t.providers
     query = (
-        sa.select(
-            rp.c.uuid,
-            rp.c.name,
-            inv.c.total,
-            inv.c.reserved,
-            inv.c.min_unit,
-            inv.c.max_unit,
-            inv.c.step_size,
-            inv.c.allocation_ratio,
-        )
+        sa.select(rp.c.uuid, rp.c.name, *(inv.c[f] for f in INVENTORY_FIELDS))
         .select_from(inv.join(rp, rp.c.id == inv.c.resource_provider_id))
         .where(inv.c.resource_class_id == ids["PCPU"], rp.c.parent_provider_id.is_(None))
     )
-    out: dict[str, dict[str, object]] = {}
+    out: dict[str, Inventory] = {}
     for r in conn.execute(query):
-        values = {
-            "total": r.total,
-            "reserved": r.reserved,
-            "min_unit": r.min_unit,
-            "max_unit": r.max_unit,
-            "step_size": r.step_size,
-            "allocation_ratio": r.allocation_ratio,
-        }
+        values = Inventory.from_row(r)
         out[str(r.uuid)] = values
         if r.name is not None:
             out.setdefault(str(r.name), values)
@@ -249,7 +235,7 @@ def _register(
     t: PlacementTables,
     settings: Settings,
     nodes: list[ComputeNode],
-    pcpu: dict[str, dict[str, object]],
+    pcpu: dict[str, Inventory],
 ) -> tuple[int, int]:
     """One provider per compute node with its inventory; returns (providers, inventories)."""
     now = utcnow()
@@ -279,14 +265,7 @@ def _register(
                 rows.append(inv.row(ids[node.uuid], classes[rclass], now))
             old = pcpu.get(node.uuid) or pcpu.get(node.hypervisor_hostname)
             if old is not None:
-                rows.append(
-                    {
-                        "resource_provider_id": ids[node.uuid],
-                        "resource_class_id": classes["PCPU"],
-                        **old,
-                        "created_at": now,
-                    }
-                )
+                rows.append(old.row(ids[node.uuid], classes["PCPU"], now))
         for start in range(0, len(rows), 1000):
             conn.execute(sa.insert(t.inventories), rows[start : start + 1000])
     return len(nodes), len(rows)
