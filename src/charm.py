@@ -31,7 +31,7 @@ from novadb.errors import BadInput, ConfigError, NovaDbError
 from novadb.null_uuid import null_instance_uuid_scan
 from novadb.online.runner import online_migrate
 from novadb.placement_aggregates import sync_aggregates
-from novadb.placement_audit import audit
+from novadb.placement_audit import placement_audit
 from novadb.placement_check import placement_findings
 from novadb.placement_heal import HealOptions, heal_allocations
 from novadb.placement_rebuild import (
@@ -330,7 +330,7 @@ class NovaCloudControllerCharm(ops.CharmBase):
         params = event.load_params(PlacementAuditParams, errors="fail")
 
         def work(log: ThrottledLog) -> Outcome:
-            result = audit(
+            result = placement_audit(
                 self._settings(),
                 delete=params.delete,
                 resource_provider=params.resource_provider,

@@ -15,7 +15,7 @@ from novadb.cli_progress import stop_on_ctrl_c
 from novadb.config import Settings
 from novadb.errors import BadInput
 from novadb.placement_aggregates import sync_aggregates
-from novadb.placement_audit import audit
+from novadb.placement_audit import placement_audit
 from novadb.placement_heal import HealOptions, heal_allocations
 from novadb.placement_rebuild import rebuild_placement, restore
 
@@ -112,7 +112,7 @@ def add_parsers(add: AddParser) -> None:
 
 
 def _audit(args: argparse.Namespace, out: _Output, settings: Settings) -> int:
-    result = audit(
+    result = placement_audit(
         settings,
         delete=args.delete,
         resource_provider=args.resource_provider,

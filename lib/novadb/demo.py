@@ -34,7 +34,7 @@ from novadb.config import Settings, load_settings
 from novadb.connections import engine_for
 from novadb.errors import BadInput
 from novadb.online.runner import online_migrate
-from novadb.placement_audit import audit
+from novadb.placement_audit import placement_audit
 from novadb.placement_check import placement_findings
 from novadb.placement_rebuild import rebuild_placement
 from novadb.progress import Event, Progress, ignore
@@ -183,7 +183,7 @@ def run_demo(
             ("novadb purge --all --all-cells",
              lambda: purge(settings, PurgeOptions(purge_all=True, all_cells=True),
                            progress=progress)),
-            ("novadb placement-audit", lambda: audit(settings, progress=progress)),
+            ("novadb placement-audit", lambda: placement_audit(settings, progress=progress)),
             (f"novadb rebuild-placement --backup {backup}",
              lambda: rebuild_placement(settings, backup=backup, progress=progress)),
             ("novadb check", lambda: check(settings, progress=progress,

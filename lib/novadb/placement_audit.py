@@ -366,7 +366,7 @@ def _delete_orphans(
     return write(engine, work)
 
 
-def audit(
+def placement_audit(
     settings: Settings,
     *,
     delete: bool = False,

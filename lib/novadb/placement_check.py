@@ -12,7 +12,7 @@ from collections import defaultdict
 
 from novadb.config import Settings
 from novadb.findings import WARNING, Finding
-from novadb.placement_audit import FIXES, AuditFinding, audit
+from novadb.placement_audit import FIXES, AuditFinding, placement_audit
 
 EXAMPLES = 3
 _SUMMARY = {
@@ -27,7 +27,7 @@ _SUMMARY = {
 
 def placement_findings(settings: Settings) -> list[Finding]:
     """Run the audit read-only and summarise it per kind."""
-    result = audit(settings)
+    result = placement_audit(settings)
     by_kind: dict[str, list[AuditFinding]] = defaultdict(list)
     for f in result.findings:
         by_kind[f.kind].append(f)

@@ -42,7 +42,7 @@ from novadb.config import Settings
 from novadb.connections import engine_for
 from novadb.errors import BadInput, NovaDbError
 from novadb.placement_aggregates import AggregatesResult, sync_aggregates
-from novadb.placement_audit import AuditResult, audit
+from novadb.placement_audit import AuditResult, placement_audit
 from novadb.placement_backup import (
     BackupResult,
     RestoreResult,
@@ -372,7 +372,7 @@ def rebuild_placement(
             step(6, "aggregates", f"{len(aggregates.added)} memberships added")
         else:
             step(6, "aggregates", "no API database: skipped")
-        checked = audit(settings, progress=progress)
+        checked = placement_audit(settings, progress=progress)
         step(7, "audit", "clean" if not checked.findings else f"{len(checked.findings)} findings")
     return RebuildResult(
         steps, reasons, saved, providers, inventories, healed, aggregates, checked,

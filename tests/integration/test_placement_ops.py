@@ -15,7 +15,7 @@ from novadb import placement_db
 from novadb.errors import BadInput, LockTimeout
 from novadb.locking import database_lock
 from novadb.placement_aggregates import TooManyComputes, sync_aggregates
-from novadb.placement_audit import UnknownProvider, audit
+from novadb.placement_audit import UnknownProvider, placement_audit
 from novadb.placement_heal import HealOptions, heal_allocations
 from novadb.placement_rebuild import rebuild_placement
 from novadb.progress import Event
@@ -63,7 +63,7 @@ def live_instances(c: Cloud, cell: str = "cell1") -> list[str]:
 
 def test_a_healthy_cloud_audits_clean(placement_cloud: Cloud) -> None:
     cloud = placement_cloud
-    result = audit(cloud.settings)
+    result = placement_audit(cloud.settings)
     assert result.findings == []
     assert result.exit_code == 0
     assert (result.compute_nodes, result.providers) == (6, 6)
@@ -73,7 +73,7 @@ def test_restored_cell_shows_the_409_name_conflicts(placement_cloud: Cloud) -> N
     cloud = placement_cloud
     before = {u: n for u, (_, _, n) in live_nodes(cloud).items()}
     changed = restore_cell_with_new_uuids(cloud.cells["cell1"], fraction=1.0, seed=1)
-    result = audit(cloud.settings)
+    result = placement_audit(cloud.settings)
     conflicts = {(f.provider, f.name) for f in result.findings if f.kind == "name-conflict"}
     assert conflicts == {(old, before[old]) for old in changed}
     assert result.count("missing-provider") == 0
@@ -88,13 +88,13 @@ def test_orphans_are_found_and_deleted_with_generations_bumped(placement_cloud: 
     cloud = placement_cloud
     desync = add_orphan_allocations(cloud.placement, 5, seed=2)
     before_gens = generations(cloud)
-    found = audit(cloud.settings)
+    found = placement_audit(cloud.settings)
     assert {f.consumer for f in found.findings} == set(desync.consumers)
     assert {f.kind for f in found.findings} == {"orphan-allocation"}
     assert found.exit_code == 3
     assert set(consumers(cloud)) >= set(desync.consumers)
 
-    deleted = audit(cloud.settings, delete=True)
+    deleted = placement_audit(cloud.settings, delete=True)
     assert deleted.exit_code == 4
     assert (deleted.deleted_consumers, deleted.deleted_allocations) == (5, 10)
     assert not set(placement_allocations(cloud)) & set(desync.consumers)
@@ -103,19 +103,19 @@ def test_orphans_are_found_and_deleted_with_generations_bumped(placement_cloud: 
     for provider, gen in before_gens.items():
         bumped = 1 if provider in desync.providers else 0
         assert after_gens[provider] == gen + bumped
-    assert audit(cloud.settings).exit_code == 0
+    assert placement_audit(cloud.settings).exit_code == 0
 
 
 def test_audit_one_provider_and_an_unknown_one(placement_lite: Cloud) -> None:
     lite = placement_lite
     desync = add_orphan_allocations(lite.placement, 6, seed=9)
     target = sorted(desync.providers)[0]
-    result = audit(lite.settings, resource_provider=target)
+    result = placement_audit(lite.settings, resource_provider=target)
     assert result.findings and {f.provider for f in result.findings} == {target}
     assert result.count("orphan-allocation") < 6
     missing = str(uuid.uuid4())
     with pytest.raises(UnknownProvider, match=f"Resource provider with UUID {missing}") as err:
-        audit(lite.settings, resource_provider=missing)
+        placement_audit(lite.settings, resource_provider=missing)
     assert err.value.exit_code == 127
 
 
@@ -143,7 +143,7 @@ def test_inventory_missing_and_stale_providers(placement_lite: Cloud) -> None:
         "INSERT INTO resource_providers (uuid, name, generation) VALUES (:u, 'gone-host', 0)",
         u=stale,
     )
-    result = audit(lite.settings)
+    result = placement_audit(lite.settings)
     kinds = sorted((f.kind, f.provider) for f in result.findings)
     assert kinds == sorted(
         [
@@ -420,5 +420,5 @@ def test_two_placement_writers_never_interleave(
                 run()
         # Read-only runs do not wait.
         assert heal_allocations(lite.settings, HealOptions(dry_run=True)).processed == 3
-        assert audit(lite.settings).exit_code == 0
+        assert placement_audit(lite.settings).exit_code == 0
     assert heal_allocations(lite.settings).processed == 3

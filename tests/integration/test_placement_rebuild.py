@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from novadb.cli import main
 from novadb.errors import BadInput
-from novadb.placement_audit import audit
+from novadb.placement_audit import placement_audit
 from novadb.placement_backup import PLACEMENT_TABLES
 from novadb.placement_heal import heal_allocations
 from novadb.placement_rebuild import RebuildRefused, RebuildStopped, rebuild_placement, restore
@@ -67,7 +67,7 @@ def test_restored_cell_is_rebuilt_clean_and_the_backup_restores(
     want, _ = expected_allocations(cloud)
     changed = restore_cell_with_new_uuids(cloud.cells["cell1"], fraction=1.0, seed=2)
     assert len(changed) == 4
-    found = audit(cloud.settings)
+    found = placement_audit(cloud.settings)
     assert found.exit_code == 3
     assert found.count("name-conflict") == 4
     before = snapshot(cloud)
@@ -84,7 +84,7 @@ def test_restored_cell_is_rebuilt_clean_and_the_backup_restores(
     assert [f"{s.number}/7" for s in result.steps] == [f"{n}/7" for n in range(1, 8)]
     assert sum(1 for m in events if m.startswith(("1/7", "4/7", "7/7"))) == 3
     assert result.audit is not None and result.audit.findings == []
-    assert audit(cloud.settings).exit_code == 0
+    assert placement_audit(cloud.settings).exit_code == 0
 
     # Every compute node has its provider under its new uuid; allocations follow the flavors.
     nodes = live_nodes(cloud)
