@@ -24,31 +24,31 @@ from collections.abc import Callable
 from pathlib import Path
 
 import ops
-from novadb.archive import ArchiveOptions, archive
-from novadb.check import check
+from novadb.archive.archive import ArchiveOptions, archive
+from novadb.archive.purge import PurgeOptions, purge
+from novadb.check.check import check
+from novadb.check.placement import placement_findings
 from novadb.config import Settings, load_settings
 from novadb.errors import BadInput, ConfigError, NovaDbError
-from novadb.null_uuid import null_instance_uuid_scan
 from novadb.online.runner import online_migrate
-from novadb.placement_aggregates import sync_aggregates
-from novadb.placement_audit import placement_audit
-from novadb.placement_check import placement_findings
-from novadb.placement_heal import HealOptions, heal_allocations
-from novadb.placement_rebuild import (
+from novadb.placement.aggregates import sync_aggregates
+from novadb.placement.audit import placement_audit
+from novadb.placement.heal import HealOptions, heal_allocations
+from novadb.placement.rebuild import (
     EXIT_PROBLEMS,
     default_backup_path,
     rebuild_placement,
     restore,
 )
-from novadb.purge import PurgeOptions, purge
-from novadb.releases import (
+from novadb.schema.null_uuid import null_instance_uuid_scan
+from novadb.schema.releases import (
     RELEASES,
     release_for_nova_version,
     release_index,
     release_label,
     schema_position,
 )
-from novadb.sync import sync, version
+from novadb.schema.sync import sync, version
 
 from charm_params import (
     ArchiveDataParams,

@@ -19,20 +19,20 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from novadb import render
-from novadb.archive import ArchiveResult
-from novadb.check import CheckResult
+from novadb.archive.archive import ArchiveResult
+from novadb.archive.purge import PurgeResult
+from novadb.check.check import CheckResult
 from novadb.findings import EXIT_CODES
-from novadb.null_uuid import NullUuidResult
 from novadb.online.runner import OnlineResult
-from novadb.placement_aggregates import AggregatesResult
-from novadb.placement_audit import FIXES, AuditResult
-from novadb.placement_backup import RestoreResult
-from novadb.placement_heal import HealResult
-from novadb.placement_rebuild import RebuildResult
-from novadb.purge import PurgeResult
-from novadb.render_placement import SHOWN
-from novadb.sync import SyncResult, VersionResult
+from novadb.placement.aggregates import AggregatesResult
+from novadb.placement.audit import FIXES, AuditResult
+from novadb.placement.backup.database import RestoreResult
+from novadb.placement.heal import HealResult
+from novadb.placement.rebuild import RebuildResult
+from novadb.render import operations as render
+from novadb.render.placement import SHOWN
+from novadb.schema.null_uuid import NullUuidResult
+from novadb.schema.sync import SyncResult, VersionResult
 
 Results = dict[str, Any]
 

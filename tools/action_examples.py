@@ -3,7 +3,7 @@
 Runs the charm through ./dispatch with the recording hook tools of
 tests/charm/test_dispatch.py, on a SQLite sample cloud, and prints each
 action's results the way `juju run` shows them (YAML).  check runs on the
-demo's cloud at 2025.1 (``novadb.demo.build_cloud``: an online migration to run,
+demo's cloud at 2025.1 (``novadb.sample.demo.build_cloud``: an online migration to run,
 rows to archive, Placement providers under stale uuids).  The Placement actions
 run on a third cloud, mapped into cells with Placement filled as Nova would
 have left it, then broken: two orphan allocations, three instances' allocations
@@ -20,11 +20,11 @@ import sqlalchemy as sa
 import yaml
 from novadb.config import load_settings
 from novadb.connections import create_engine
-from novadb.demo import build_cloud
 from novadb.progress import ignore
-from novadb.sample_cloud import CloudSpec, populate
-from novadb.sample_placement import add_orphan_allocations, drop_allocations, populate_placement
-from novadb.sync import sync
+from novadb.sample.cloud import CloudSpec, populate
+from novadb.sample.demo import build_cloud
+from novadb.sample.placement import add_orphan_allocations, drop_allocations, populate_placement
+from novadb.schema.sync import sync
 
 from tests.charm.test_dispatch import ActionRun, FakeJuju, write_nova_conf
 from tests.integration.clouds import build

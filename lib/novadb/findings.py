@@ -1,6 +1,6 @@
 """One thing ``novadb check`` found: where, how bad, how many, and what fixes it.
 
-Kept apart from :mod:`novadb.check` so the modules that look at one part of
+Kept apart from :mod:`novadb.check.check` so the modules that look at one part of
 a database (and the Placement audit plugged into ``check``) can build
 findings without importing the whole command.
 """

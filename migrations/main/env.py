@@ -1,5 +1,5 @@
-"""Alembic environment; novadb drives it (see novadb.alembic_env)."""
+"""Alembic environment; novadb drives it (see novadb.schema.alembic_env)."""
 
-from novadb.alembic_env import run
+from novadb.schema.alembic_env import run
 
 run()

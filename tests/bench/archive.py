@@ -27,21 +27,21 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from novadb.archive_sql import Criteria, Schema, moved_clause
+from novadb.archive.graph import load_graph
+from novadb.archive.tree_sql import Criteria, Schema, moved_clause
 from novadb.config import load_settings
 from novadb.connections import create_engine
-from novadb.sample_cloud import CloudSpec, populate
-from novadb.schema_graph import load_graph
-from novadb.sync import sync
+from novadb.sample.cloud import CloudSpec, populate
+from novadb.schema.sync import sync
 
 # About 330,000 of 450,000 rows move at 20,000 instances, as in the issue.
 DELETED_FRACTION = 0.73
 
 CHILD = r"""
 import json, resource, sys, time
-from novadb.archive import ArchiveOptions, archive_cell
+from novadb.archive.archive import ArchiveOptions, archive_cell
 from novadb.connections import create_engine
-from novadb.purge import PurgeOptions, purge_cell
+from novadb.archive.purge import PurgeOptions, purge_cell
 cell, api, what = sys.argv[1], sys.argv[2], sys.argv[3]
 engine, api_engine = create_engine(cell), create_engine(api)
 marks, tree_gaps = [], []

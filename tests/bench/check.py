@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from novadb.archive import ArchiveOptions, archive, archive_cell
+from novadb.archive.archive import ArchiveOptions, archive, archive_cell
 from novadb.cells import CELL0_UUID
-from novadb.check import CheckResult, check
+from novadb.check.check import CheckResult, check
 from novadb.config import Settings, load_settings
 from novadb.connections import create_engine
-from novadb.sample_cloud import CloudSpec, map_cell, populate
-from novadb.sync import sync
+from novadb.sample.cloud import CloudSpec, map_cell, populate
+from novadb.schema.sync import sync
 
 from tests.bench.archive import DELETED_FRACTION
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from novadb.archive import ArchiveOptions, archive_cell
+from novadb.archive.archive import ArchiveOptions, archive_cell
 from novadb.connections import create_engine
 
 from tests.bench.archive import _counts, build_cell, clone

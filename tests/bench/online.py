@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from novadb.config import load_settings
 from novadb.connections import create_engine
 from novadb.online.runner import online_migrate
-from novadb.sync import sync
+from novadb.schema.sync import sync
 
 HOSTS = 50
 

@@ -24,16 +24,16 @@ import sqlalchemy as sa
 from novadb.cells import CELL0_UUID
 from novadb.config import Settings, load_settings
 from novadb.connections import create_engine
-from novadb.placement_backup import restore_placement
-from novadb.placement_heal import HealOptions, heal_allocations
-from novadb.placement_rebuild import rebuild_placement
-from novadb.sample_cloud import CloudSpec, map_cell, populate
-from novadb.sample_placement import (
+from novadb.placement.backup.database import restore_placement
+from novadb.placement.heal import HealOptions, heal_allocations
+from novadb.placement.rebuild import rebuild_placement
+from novadb.sample.cloud import CloudSpec, map_cell, populate
+from novadb.sample.placement import (
     drop_allocations,
     populate_placement,
     restore_cell_with_new_uuids,
 )
-from novadb.sync import sync
+from novadb.schema.sync import sync
 
 Databases = Callable[[int], AbstractContextManager[list[str]]]
 NODES = 500

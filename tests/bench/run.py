@@ -21,7 +21,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from novadb.config import load_settings
-from novadb.sync import sync
+from novadb.schema.sync import sync
 
 BASE = os.environ.get("NOVADB_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
 DDL = Path(__file__).resolve().parent / "ddl"
@@ -246,8 +246,8 @@ def bench_demo(repeat: int) -> list[Row]:
     """novadb demo end to end on SQLite (target < 60 s), against building its cloud alone."""
     import tempfile
 
-    from novadb.demo import DEFAULT_INSTANCES, build_cloud, run_demo
     from novadb.progress import ignore
+    from novadb.sample.demo import DEFAULT_INSTANCES, build_cloud, run_demo
 
     ours, build = [], []
     for _ in range(repeat):

@@ -1,6 +1,6 @@
 """The demo's cloud at 2025.1, on SQLite, for the check action's tests.
 
-``make_template`` builds it once per worker with ``novadb.demo.build_cloud``:
+``make_template`` builds it once per worker with ``novadb.sample.demo.build_cloud``:
 API, cell0, cell1 and Placement, mapped, with what a cloud has before an
 upgrade (an online migration still to run, soft-deleted rows to archive,
 Placement providers under stale uuids).  ``copy_cloud`` gives a test its own
@@ -16,7 +16,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from novadb.config import Settings, load_settings
 from novadb.connections import engine_for
-from novadb.demo import build_cloud
+from novadb.sample.demo import build_cloud
 
 INSTANCES = 40
 FILES = {"main": "cell1", "api": "nova_api", "placement": "placement"}

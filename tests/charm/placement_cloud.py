@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from novadb.cells import CELL0_UUID
 from novadb.config import load_settings
 from novadb.connections import create_engine
-from novadb.placement_backup import PLACEMENT_TABLES
-from novadb.sample_placement import populate_placement
-from novadb.sync import sync
+from novadb.placement.backup.database import PLACEMENT_TABLES
+from novadb.sample.placement import populate_placement
+from novadb.schema.sync import sync
 from ops import testing
 
 from tests.integration.clouds import Cloud, build

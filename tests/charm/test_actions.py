@@ -1,7 +1,7 @@
 """The charm's actions and status under ops.testing (Scenario), on real SQLite databases.
 
-Each test copies databases that ``novadb.sync.sync`` created (and, where it
-matters, ``novadb.sample_cloud.populate`` filled) into its own directory, writes
+Each test copies databases that ``novadb.schema.sync.sync`` created (and, where it
+matters, ``novadb.sample.cloud.populate`` filled) into its own directory, writes
 a nova.conf naming them and runs one event through the charm class.  Results
 are compared key by key and value by value, because operators and COU read
 them; the databases are inspected afterwards, because the results must say what
@@ -27,13 +27,13 @@ import ops
 import pytest
 import sqlalchemy as sa
 import yaml
-from novadb import revisions
-from novadb.archive import ArchiveOptions, archive
+from novadb.archive.archive import ArchiveOptions, archive
 from novadb.config import Settings, load_settings
 from novadb.connections import create_engine
-from novadb.releases import FIRST_RELEASE, RELEASES, release_index
-from novadb.sample_cloud import CloudSpec, GeneratedCell, populate
-from novadb.sync import sync
+from novadb.sample.cloud import CloudSpec, GeneratedCell, populate
+from novadb.schema import revisions
+from novadb.schema.releases import FIRST_RELEASE, RELEASES, release_index
+from novadb.schema.sync import sync
 from ops import testing
 from scenario.errors import InconsistentScenarioError
 from sqlalchemy.engine import make_url

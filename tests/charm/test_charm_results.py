@@ -7,7 +7,7 @@ small real cloud does not reach, such as more findings than the results list.
 
 from __future__ import annotations
 
-from novadb.check import CheckResult
+from novadb.check.check import CheckResult
 from novadb.findings import BLOCKER, INFO, WARNING, Finding, Severity
 
 from charm_results import LISTED, check_results, flatten, numbered, result_key

@@ -1,7 +1,7 @@
 """The check action under ops.testing (Scenario), on the demo's cloud at 2025.1 in SQLite.
 
 Each test gets its own copy (conftest's ``demo``) of the cloud
-``novadb.demo.build_cloud`` makes: an online migration still to run (a
+``novadb.sample.demo.build_cloud`` makes: an online migration still to run (a
 blocker), rows to archive and Placement providers under stale uuids
 (warnings), schemas at an older release's heads (info).  check is a report:
 whatever it finds, the action succeeds and ``exit-code`` carries the verdict.
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import ops
 import pytest
-from novadb.check import check
+from novadb.check.check import check
+from novadb.check.placement import placement_findings
 from novadb.online.runner import online_migrate
-from novadb.placement_check import placement_findings
 from ops import testing
 from sqlalchemy.engine import make_url
 

@@ -29,9 +29,9 @@ import sqlalchemy as sa
 import yaml
 from novadb.config import Settings, load_settings
 from novadb.connections import create_engine, mask
-from novadb.sample_cloud import CloudSpec, GeneratedCell, populate
-from novadb.sample_placement import add_orphan_allocations, drop_allocations
-from novadb.sync import sync
+from novadb.sample.cloud import CloudSpec, GeneratedCell, populate
+from novadb.sample.placement import add_orphan_allocations, drop_allocations
+from novadb.schema.sync import sync
 
 from tests.charm.demo_cloud import DemoCloud
 from tests.charm.placement_cloud import PlacementCloud

@@ -20,7 +20,7 @@ from typing import Any
 
 import ops
 import pytest
-from novadb.sample_placement import (
+from novadb.sample.placement import (
     ORPHAN_RESOURCES,
     add_orphan_allocations,
     drop_allocations,

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from novadb.cells import CELL0_UUID
 from novadb.config import Settings, load_settings
 from novadb.connections import create_engine
-from novadb.placement_resources import flavor_from_instance_extra, resources_from_flavor
-from novadb.sample_cloud import CloudSpec, map_cell, populate
-from novadb.sync import sync
+from novadb.placement.resources import flavor_from_instance_extra, resources_from_flavor
+from novadb.sample.cloud import CloudSpec, map_cell, populate
+from novadb.schema.sync import sync
 from sqlalchemy.engine import Engine
 
 Allocations = dict[str, dict[str, dict[str, int]]]  # consumer -> provider -> class -> used

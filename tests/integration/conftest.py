@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from novadb.sample_placement import populate_placement
+from novadb.sample.placement import populate_placement
 
 from tests.integration.clouds import Cloud, build
 

@@ -1,7 +1,7 @@
 """archive on real databases: every row ends in exactly one place, Nova's tree semantics.
 
 Every test runs on SQLite and on MariaDB (the ``dbs`` parameter), on cells built
-by ``novadb.sync`` and filled by ``novadb.sample_cloud``.  Each test takes a
+by ``novadb.schema.sync`` and filled by ``novadb.sample.cloud``.  Each test takes a
 snapshot of every table of the cell database (live and shadow) and of the API
 database's per-instance tables before and after, and checks the result three
 ways: against invariants that need no model (nothing lost or duplicated, no
@@ -26,16 +26,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from novadb.archive import ArchiveOptions, ArchiveResult, archive
+from novadb.archive.archive import ArchiveOptions, ArchiveResult, archive
+from novadb.archive.graph import MODEL_EDGES, Edge, Graph, load_graph
 from novadb.cells import CELL0_UUID
 from novadb.config import Settings, load_settings
 from novadb.connections import create_engine
 from novadb.errors import LockTimeout
 from novadb.locking import database_lock
 from novadb.progress import Event
-from novadb.sample_cloud import CloudSpec, map_cell, populate
-from novadb.schema_graph import MODEL_EDGES, Edge, Graph, load_graph
-from novadb.sync import sync
+from novadb.sample.cloud import CloudSpec, map_cell, populate
+from novadb.schema.sync import sync
 from sqlalchemy.engine import Engine, make_url
 
 Row = tuple[tuple[str, Any], ...]

@@ -13,11 +13,11 @@ from collections.abc import Callable
 
 import pymysql
 import sqlalchemy as sa
-from novadb.archive import ArchiveOptions, archive_cell
+from novadb.archive.archive import ArchiveOptions, archive_cell
 from novadb.config import load_settings
 from novadb.connections import create_engine
-from novadb.sample_cloud import CloudSpec, populate
-from novadb.sync import sync
+from novadb.sample.cloud import CloudSpec, populate
+from novadb.schema.sync import sync
 from sqlalchemy.engine import make_url
 
 API_TABLES = ("instance_mappings", "request_specs", "instance_group_member")

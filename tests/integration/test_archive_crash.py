@@ -1,7 +1,7 @@
 """archive's end state survives SIGKILL at any moment, and a writer working beside it (MariaDB).
 
 Operators run ``archive --until-complete`` from cron on a live cloud and kill it
-when it overruns a window.  archive promises (see :mod:`novadb.archive`) that
+when it overruns a window.  archive promises (see :mod:`novadb.archive.archive`) that
 every batch is one transaction on the cell, with the API rows committed just
 before it, so a run killed anywhere and run again ends exactly where an
 uninterrupted run ends; and that rows written or soft-deleted while it runs are
@@ -27,13 +27,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from novadb import sample_cloud
-from novadb.archive import ArchiveOptions, archive
+from novadb.archive.archive import ArchiveOptions, archive
+from novadb.archive.graph import MODEL_EDGES, load_graph
 from novadb.config import Settings, load_settings
 from novadb.connections import create_engine
-from novadb.sample_cloud import CloudSpec, populate
-from novadb.schema_graph import MODEL_EDGES, load_graph
-from novadb.sync import sync
+from novadb.sample import cloud as sample_cloud
+from novadb.sample.cloud import CloudSpec, populate
+from novadb.schema.sync import sync
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
@@ -148,7 +148,7 @@ def _moved(result_rows: dict[str, int]) -> dict[str, int]:
 
 def _archive_cmd(cloud: Cloud, *options: str) -> list[str]:
     return [
-        sys.executable, "-m", "novadb.cli", "--json",
+        sys.executable, "-m", "novadb.cli.main", "--json",
         "--database", cloud.main_url, "--api-database", cloud.api_url,
         "archive", "--until-complete", *options,
     ]  # fmt: skip

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from novadb.sample_cloud import CloudSpec, populate
+from novadb.sample.cloud import CloudSpec, populate
 
 from tests.integration.test_archive import (
     API_TABLES,

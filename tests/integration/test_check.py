@@ -25,20 +25,20 @@ from typing import Any
 import pymysql
 import pytest
 import sqlalchemy as sa
-from novadb.archive import ArchiveOptions, archive
+from novadb.archive.archive import ArchiveOptions, archive
 from novadb.cells import CELL0_UUID
-from novadb.check import CheckResult, check
-from novadb.check_dialect import read_only
+from novadb.check.check import CheckResult, check
+from novadb.check.dialect import read_only
 from novadb.config import Settings, load_settings
 from novadb.connections import create_engine
 from novadb.errors import BlockerFound
 from novadb.findings import Finding
-from novadb.null_uuid import null_instance_uuid_scan
 from novadb.online.pending import COUNTERS
 from novadb.online.registry import MIGRATIONS
 from novadb.online.runner import online_migrate
-from novadb.sample_cloud import CloudSpec, map_cell, populate
-from novadb.sync import sync
+from novadb.sample.cloud import CloudSpec, map_cell, populate
+from novadb.schema.null_uuid import null_instance_uuid_scan
+from novadb.schema.sync import sync
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -803,16 +803,16 @@ def test_the_placement_audit_plugs_in(cloud: World) -> None:
 def test_a_database_that_fails_mid_check_does_not_hide_the_others(
     cloud: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import novadb.check
+    import novadb.check.check
 
-    real = novadb.check.check_cell
+    real = novadb.check.check.check_cell
 
     def failing(conn: sa.Connection, database: str, columns: Any) -> Any:
         if database == "cell0":
             conn.execute(sa.text("SELECT no_such_column FROM instances"))
         return real(conn, database, columns)
 
-    monkeypatch.setattr(novadb.check, "check_cell", failing)
+    monkeypatch.setattr(novadb.check.check, "check_cell", failing)
     cloud.insert("cell1", "instance_metadata", key="k", value="v", deleted=0)
 
     result = cloud.check()

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from novadb.cli import COMMANDS, main
+from novadb.cli.main import COMMANDS, main
 
 FLOW = [
     "novadb check",

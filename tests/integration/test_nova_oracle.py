@@ -5,7 +5,7 @@ with a different mechanism (keyset walks, set-based statements, its own
 batching), so the only convincing proof that the *result* is Nova's is to run
 the real thing next to it.  Every test here takes two identical copies of a
 cell database and its API database, both created by Nova itself (``nova-manage
-api_db sync`` and ``db sync``) and filled by :mod:`novadb.sample_cloud` plus
+api_db sync`` and ``db sync``) and filled by :mod:`novadb.sample.cloud` plus
 crafted rows at the edges of Nova's rules; runs nova-manage on copy A and
 novadb on copy B; and compares every row of every table of both databases
 (live and shadow tables, the legacy tables, the API database), the per-table
@@ -41,9 +41,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from novadb import cli
+from novadb.cli import main as cli
 from novadb.connections import create_engine
-from novadb.sample_cloud import CloudSpec, populate
+from novadb.sample.cloud import CloudSpec, populate
 from sqlalchemy.engine import Connection, Engine, make_url
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from novadb.connections import create_engine
 from novadb.errors import LockTimeout
 from novadb.locking import database_lock
 from novadb.online.runner import online_migrate
-from novadb.sync import sync
+from novadb.schema.sync import sync
 
 
 def test_second_run_fails_while_the_first_holds_the_lock(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from novadb.online.common import FAKE_UUID, chunked
 from novadb.online.registry import MIGRATIONS
 from novadb.online.runner import OnlineResult, online_migrate
 from novadb.progress import Event
-from novadb.sync import sync
+from novadb.schema.sync import sync
 from sqlalchemy.engine import Engine, make_url
 
 CELL1 = "11111111-1111-1111-1111-111111111111"

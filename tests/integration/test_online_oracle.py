@@ -5,7 +5,7 @@ set-based compare-and-swap updates and its own batching, so the only
 convincing proof that the *result* is Nova's is to run the real thing next to
 it.  Databases are created by Nova itself (``nova-manage api_db sync``, then
 ``db sync`` with cell0 and cell1 mapped, so cell0 is synced too), filled by
-:mod:`novadb.sample_cloud` and turned into a cloud that needs every Nova
+:mod:`novadb.sample.cloud` and turned into a cloud that needs every Nova
 migration (NULL ``compute_id``/uuids/zones/ratios/mapping columns, cell quota
 limits, pre-Newton VIF lists).  Two identical copies: nova-manage on copy A,
 ``novadb --config-file nova.conf online-migrate`` on copy B, with the same
@@ -59,10 +59,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from novadb import cli
 from novadb.cells import CELL0_UUID
+from novadb.cli import main as cli
 from novadb.connections import create_engine
-from novadb.sample_cloud import CloudSpec, populate
+from novadb.sample.cloud import CloudSpec, populate
 from sqlalchemy.engine import Connection, Engine, make_url
 
 import tests.integration.test_nova_oracle as oracle

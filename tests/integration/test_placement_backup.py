@@ -22,11 +22,11 @@ from typing import Any
 import os_resource_classes as orc
 import pytest
 import sqlalchemy as sa
-from novadb import placement_backup
 from novadb.config import load_settings
 from novadb.connections import create_engine
 from novadb.errors import BadInput, NovaDbError, SchemaError
-from novadb.placement_backup import (
+from novadb.placement.backup import database as placement_backup
+from novadb.placement.backup.database import (
     PLACEMENT_TABLES,
     backup_placement,
     drop_placement_tables,
@@ -35,7 +35,7 @@ from novadb.placement_backup import (
     restore_placement,
 )
 from novadb.progress import Event
-from novadb.sync import sync
+from novadb.schema.sync import sync
 
 NewDb = Callable[[], str]
 Dump = dict[str, list[tuple[Any, ...]]]

@@ -11,15 +11,15 @@ import threading
 import uuid
 
 import pytest
-from novadb import placement_db
 from novadb.errors import BadInput, LockTimeout
 from novadb.locking import database_lock
-from novadb.placement_aggregates import TooManyComputes, sync_aggregates
-from novadb.placement_audit import UnknownProvider, placement_audit
-from novadb.placement_heal import HealOptions, heal_allocations
-from novadb.placement_rebuild import rebuild_placement
+from novadb.placement import db as placement_db
+from novadb.placement.aggregates import TooManyComputes, sync_aggregates
+from novadb.placement.audit import UnknownProvider, placement_audit
+from novadb.placement.heal import HealOptions, heal_allocations
+from novadb.placement.rebuild import rebuild_placement
 from novadb.progress import Event
-from novadb.sample_placement import (
+from novadb.sample.placement import (
     add_orphan_allocations,
     drop_allocations,
     restore_cell_with_new_uuids,

@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from novadb.cli import main
+from novadb.cli.main import main
 from novadb.errors import BadInput
-from novadb.placement_audit import placement_audit
-from novadb.placement_backup import PLACEMENT_TABLES
-from novadb.placement_heal import heal_allocations
-from novadb.placement_rebuild import RebuildRefused, RebuildStopped, rebuild_placement, restore
+from novadb.placement.audit import placement_audit
+from novadb.placement.backup.database import PLACEMENT_TABLES
+from novadb.placement.heal import heal_allocations
+from novadb.placement.rebuild import RebuildRefused, RebuildStopped, rebuild_placement, restore
 from novadb.progress import Event
-from novadb.sample_placement import (
+from novadb.sample.placement import (
     add_orphan_allocations,
     restore_cell_with_new_uuids,
 )

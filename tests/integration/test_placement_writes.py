@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from novadb.config import load_settings
 from novadb.connections import engine_for
-from novadb.placement_db import (
+from novadb.placement.db import (
     ConcurrentUpdate,
     PlacementTables,
     bump_generations,
@@ -21,7 +21,7 @@ from novadb.placement_db import (
     utcnow,
     write,
 )
-from novadb.sync import sync
+from novadb.schema.sync import sync
 from sqlalchemy.engine import Connection, Engine
 
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from novadb.archive import ArchiveOptions, archive
-from novadb.cli import main
+from novadb.archive.archive import ArchiveOptions, archive
+from novadb.archive.purge import PurgeOptions, purge, timestamp_column
+from novadb.cli.main import main
 from novadb.errors import LockTimeout
 from novadb.locking import database_lock
 from novadb.progress import Event
-from novadb.purge import PurgeOptions, purge, timestamp_column
-from novadb.sample_cloud import CloudSpec, populate
+from novadb.sample.cloud import CloudSpec, populate
 
 from tests.integration.test_archive import (
     DIALECTS,

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from novadb.config import load_settings
 from novadb.connections import create_engine
-from novadb.sample_cloud import CloudSpec, populate
-from novadb.sync import sync
+from novadb.sample.cloud import CloudSpec, populate
+from novadb.schema.sync import sync
 
 
 def _count(engine: sa.Engine, sql: str) -> int:

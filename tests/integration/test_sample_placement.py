@@ -20,9 +20,9 @@ import sqlalchemy as sa
 from novadb.config import Settings, load_settings
 from novadb.connections import create_engine
 from novadb.errors import BadInput, NovaDbError
-from novadb.placement_nova import compute_nodes, node_inventory
-from novadb.sample_cloud import CloudSpec, populate
-from novadb.sample_placement import (
+from novadb.placement.nova_side import compute_nodes, node_inventory
+from novadb.sample.cloud import CloudSpec, populate
+from novadb.sample.placement import (
     ORPHAN_PROJECT,
     ORPHAN_RESOURCES,
     ORPHAN_USER,
@@ -32,7 +32,7 @@ from novadb.sample_placement import (
     populate_placement,
     restore_cell_with_new_uuids,
 )
-from novadb.sync import sync
+from novadb.schema.sync import sync
 
 from tests.integration.clouds import (
     Cloud,

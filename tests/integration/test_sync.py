@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from novadb import revisions
 from novadb.config import Settings, load_settings
 from novadb.errors import BadInput, BlockerFound, SchemaError, UnknownRevision
-from novadb.sync import sync, version
+from novadb.schema import revisions
+from novadb.schema.sync import sync, version
 
 from tests import schema_snapshot
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from novadb.cells import CELL0_UUID, Cell, format_cell_url, list_cells
 from novadb.config import load_settings
 from novadb.errors import ConfigError
-from novadb.sync import sync
+from novadb.schema.sync import sync
 from sqlalchemy import event
 
 DEFAULT = "mysql+pymysql://nova:s3cret@db.example:3306/nova?charset=utf8"

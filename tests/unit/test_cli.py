@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from novadb import connections, revisions
-from novadb.cli import main
+from novadb import connections
+from novadb.cli.main import main
 from novadb.config import load_settings
-from novadb.sync import sync
+from novadb.schema import revisions
+from novadb.schema.sync import sync
 from sqlalchemy.engine import make_url
 
 HEADS = {env: revisions.head(env) for env in ("api", "main", "placement")}

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from novadb.cli import main
+from novadb.cli.main import main
 from novadb.config import load_settings
-from novadb.sync import sync
+from novadb.schema.sync import sync
 
 FILES = ("nova.sqlite", "nova_api.sqlite")
 SUMMARY = re.compile(r"archived (\d+) rows in (\d+) batches, \d+\.\d s; (.*)")

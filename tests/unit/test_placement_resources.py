@@ -1,4 +1,4 @@
-"""novadb.placement_resources: flavor -> placement resources, as heal_allocations."""
+"""novadb.placement.resources: flavor -> placement resources, as heal_allocations."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from novadb.errors import BadInput
-from novadb.placement_resources import (
+from novadb.placement.resources import (
     UnsupportedFlavor,
     flavor_from_instance_extra,
     resources_from_flavor,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import sqlalchemy as sa
+from novadb.archive.graph import Edge, load_graph
 from novadb.config import load_settings
-from novadb.schema_graph import Edge, load_graph
-from novadb.sync import sync
+from novadb.schema.sync import sync
 
 
 def test_graph_of_a_nova_34_cell(tmp_path: Path) -> None:

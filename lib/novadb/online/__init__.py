@@ -2,4 +2,7 @@
 
 See :mod:`novadb.online.base` for the contract every migration keeps and
 :mod:`novadb.online.runner` for the loop ``novadb online-migrate`` runs.
+
+May import: the shared core.  Never ``schema``, ``archive``, ``placement``,
+``check``, ``sample``, ``render`` or ``cli``.
 """

@@ -7,7 +7,7 @@ Create Date: 2023-02-01
 
 import sqlalchemy as sa
 from alembic import op
-from novadb.revision_helpers import is_offline
+from novadb.schema.revision_helpers import is_offline
 
 revision = "cdeec0c85668"
 down_revision = "b30f573d3377"

@@ -11,8 +11,8 @@ reference schemas, worked back to this revision.  Do not edit by hand.
 from alembic import op
 import sqlalchemy as sa
 
-from novadb.revision_helpers import database_name, dialect_name
-from novadb.schema_types import BigIntegerPK, MediumText, MySQLString
+from novadb.schema.revision_helpers import database_name, dialect_name
+from novadb.schema.column_types import BigIntegerPK, MediumText, MySQLString
 
 revision = 'd67eeaabee36'
 down_revision = None

@@ -7,7 +7,7 @@ Create Date: 2023-06-26
 
 import sqlalchemy as sa
 from alembic import op
-from novadb.schema_types import BigIntegerPK
+from novadb.schema.column_types import BigIntegerPK
 
 revision = "13863f4e1612"
 down_revision = "1acf2c98e646"

@@ -7,7 +7,7 @@ Create Date: 2021-08-20
 
 import sqlalchemy as sa
 from alembic import op
-from novadb.revision_helpers import dialect_name
+from novadb.schema.revision_helpers import dialect_name
 
 revision = "16f1fbcab42b"
 down_revision = "8f2f1571d55b"

@@ -7,7 +7,7 @@ Create Date: 2023-02-01
 
 import sqlalchemy as sa
 from alembic import op
-from novadb.revision_helpers import is_offline
+from novadb.schema.revision_helpers import is_offline
 
 revision = "1b91788ec3a6"
 down_revision = "960aac0e09ea"

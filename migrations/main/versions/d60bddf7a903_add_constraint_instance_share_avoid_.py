@@ -7,7 +7,7 @@ Create Date: 2024-01-17
 
 import sqlalchemy as sa
 from alembic import op
-from novadb.schema_types import BigIntegerPK
+from novadb.schema.column_types import BigIntegerPK
 
 revision = "d60bddf7a903"
 down_revision = "13863f4e1612"

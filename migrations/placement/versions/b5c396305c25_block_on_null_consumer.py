@@ -5,7 +5,7 @@ Revises: 611cd6dffd7b
 Create Date: 2019-05-09
 """
 
-from novadb.blockers import check_blocker
+from novadb.schema.blockers import check_blocker
 
 revision = "b5c396305c25"
 down_revision = "611cd6dffd7b"

@@ -27,25 +27,25 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from novadb.archive import ArchiveOptions, archive
+from novadb.archive.archive import ArchiveOptions, archive
+from novadb.archive.purge import PurgeOptions, purge
 from novadb.cells import CELL0_UUID
-from novadb.check import check
+from novadb.check.check import check
+from novadb.check.placement import placement_findings
 from novadb.config import Settings, load_settings
 from novadb.connections import engine_for
 from novadb.errors import BadInput
 from novadb.online.runner import online_migrate
-from novadb.placement_audit import placement_audit
-from novadb.placement_check import placement_findings
-from novadb.placement_rebuild import rebuild_placement
+from novadb.placement.audit import placement_audit
+from novadb.placement.rebuild import rebuild_placement
 from novadb.progress import Event, Progress, ignore
-from novadb.purge import PurgeOptions, purge
-from novadb.sample_cloud import CloudSpec, map_cell, populate
-from novadb.sample_placement import (
+from novadb.sample.cloud import CloudSpec, map_cell, populate
+from novadb.sample.placement import (
     drop_allocations,
     populate_placement,
     restore_cell_with_new_uuids,
 )
-from novadb.sync import sync
+from novadb.schema.sync import sync
 
 START_RELEASE = "2025.1"
 DEFAULT_INSTANCES = 2000

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from novadb.archive.graph import PURGE_TIMESTAMP
 from novadb.batching import DEFAULT_MAX_BYTES, StopWhen, retrying, row_sizes
 from novadb.config import Settings
 from novadb.connections import create_engine
@@ -27,7 +28,6 @@ from novadb.errors import BadInput, NovaDbError
 from novadb.fanout import CellTarget, cell_targets, run_cells
 from novadb.locking import DEFAULT_TIMEOUT, database_lock
 from novadb.progress import Event, Progress, ignore
-from novadb.schema_graph import PURGE_TIMESTAMP
 
 LOCK_NAME = "archive"  # archive and purge never run together on one database
 

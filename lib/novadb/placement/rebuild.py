@@ -41,16 +41,16 @@ from novadb.cells import Cell
 from novadb.config import Settings
 from novadb.connections import engine_for
 from novadb.errors import BadInput, NovaDbError
-from novadb.placement_aggregates import AggregatesResult, sync_aggregates
-from novadb.placement_audit import AuditResult, placement_audit
-from novadb.placement_backup import (
+from novadb.placement.aggregates import AggregatesResult, sync_aggregates
+from novadb.placement.audit import AuditResult, placement_audit
+from novadb.placement.backup.database import (
     BackupResult,
     RestoreResult,
     backup_placement,
     drop_placement_tables,
     restore_placement,
 )
-from novadb.placement_db import (
+from novadb.placement.db import (
     MIN_CUSTOM_CLASS_ID,
     NOVA_ROOT_CLASSES,
     PlacementTables,
@@ -60,8 +60,8 @@ from novadb.placement_db import (
     utcnow,
     writer_lock,
 )
-from novadb.placement_heal import HealOptions, HealResult, heal_allocations
-from novadb.placement_nova import (
+from novadb.placement.heal import HealOptions, HealResult, heal_allocations
+from novadb.placement.nova_side import (
     INVENTORY_FIELDS,
     CloudFacts,
     ComputeNode,
@@ -71,7 +71,7 @@ from novadb.placement_nova import (
     read_cloud,
 )
 from novadb.progress import Event, Progress, ignore
-from novadb.sync import sync
+from novadb.schema.sync import sync
 from novadb.targets import api_exists, same_database
 
 EXIT_REBUILT, EXIT_PROBLEMS, EXIT_REFUSED = 0, 3, 5

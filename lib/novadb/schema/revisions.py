@@ -23,8 +23,10 @@ ENVIRONMENTS = ("api", "main", "placement")
 @cache
 def migrations_root() -> Path:
     """Directory holding the ``main``, ``api`` and ``placement`` environments."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "migrations", here.parent.parent / "migrations"):
+    package = Path(__file__).resolve().parents[1]  # novadb/, above schema/
+    # In a wheel the migrations ship inside the package; in a checkout they sit
+    # at the top of the tree, beside lib/.
+    for candidate in (package / "migrations", package.parent.parent / "migrations"):
         if (candidate / "main" / "env.py").is_file():
             return candidate
     raise ConfigError("novadb's migrations are missing from the installation; reinstall novadb")

@@ -12,30 +12,29 @@ Errors are one line on stderr and a documented exit code (see README).  With
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rich.console import Console
-
-from novadb import cli_placement, render, render_placement
-from novadb.archive import ArchiveOptions, ArchiveResult, archive
-from novadb.check import CheckResult, check
-from novadb.cli_progress import Bars, stop_on_ctrl_c
+from novadb.archive.archive import ArchiveOptions, ArchiveResult, archive
+from novadb.archive.purge import PurgeOptions, PurgeResult, purge
+from novadb.check.check import CheckResult, check
+from novadb.check.placement import placement_findings
+from novadb.cli import placement as cli_placement
+from novadb.cli.output import Output
+from novadb.cli.progress import stop_on_ctrl_c
 from novadb.config import Settings, load_settings
-from novadb.demo import DEFAULT_INSTANCES, DemoStep, run_demo
 from novadb.errors import BadInput, NovaDbError
-from novadb.null_uuid import null_instance_uuid_scan
 from novadb.online.runner import OnlineResult, online_migrate
 from novadb.online.runner import validate as validate_online
-from novadb.placement_audit import AuditResult
-from novadb.placement_check import placement_findings
-from novadb.placement_rebuild import RebuildResult
-from novadb.progress import Event
-from novadb.purge import PurgeOptions, PurgeResult, purge
-from novadb.sync import SyncResult, sync, version
+from novadb.placement.audit import AuditResult
+from novadb.placement.rebuild import RebuildResult
+from novadb.render import operations as render
+from novadb.render import placement as render_placement
+from novadb.sample.demo import DEFAULT_INSTANCES, DemoStep, run_demo
+from novadb.schema.null_uuid import null_instance_uuid_scan
+from novadb.schema.sync import SyncResult, sync, version
 from novadb.targets import CHOICES
 
 EXIT_UNEXPECTED = 255
@@ -274,39 +273,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Output:
-    """Where results and progress go: tables or JSON on stdout, progress on stderr."""
-
-    def __init__(self, as_json: bool) -> None:
-        self.as_json = as_json
-        no_color = bool(os.environ.get("NO_COLOR"))
-        # Not a terminal: a fixed width, wide enough that scripts see nova-manage's lines
-        # unwrapped whatever COLUMNS says.
-        wide = None if sys.stdout.isatty() else 200
-        self.out = Console(no_color=no_color, highlight=False, width=wide)
-        self.err = Console(stderr=True, no_color=no_color, highlight=False)
-        self.live = sys.stdout.isatty() and not as_json
-        self.bars = Bars(self.err) if self.live else None
-
-    def progress(self, event: Event) -> None:
-        if event.kind == "warning":
-            self.err.print(f"warning: {event.message}", markup=False, soft_wrap=True)
-        elif self.bars is not None:
-            self.bars(event)
-
-    def close(self) -> None:
-        """Stop the progress bars (before results are printed, and on errors)."""
-        if self.bars is not None:
-            self.bars.stop()
-
-    def result(self, result: Any, table: Callable[[Any], Any]) -> None:
-        self.close()
-        if self.as_json:
-            sys.stdout.write(render.to_json(result) + "\n")
-        else:
-            self.out.print(table(result))
-
-
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(
         args.config_file,
@@ -317,7 +283,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def _cmd_sync(args: argparse.Namespace, out: _Output) -> int:
+def _cmd_sync(args: argparse.Namespace, out: Output) -> int:
     result = sync(
         _settings(args),
         args.target,
@@ -334,7 +300,7 @@ def _cmd_sync(args: argparse.Namespace, out: _Output) -> int:
     return 0
 
 
-def _cmd_version(args: argparse.Namespace, out: _Output) -> int:
+def _cmd_version(args: argparse.Namespace, out: Output) -> int:
     out.result(
         version(_settings(args), args.target, local_cell=args.local_cell), render.version_table
     )
@@ -348,7 +314,7 @@ def _confirm(question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def _cmd_null_uuid(args: argparse.Namespace, out: _Output) -> int:
+def _cmd_null_uuid(args: argparse.Namespace, out: Output) -> int:
     settings = _settings(args)
     found = null_instance_uuid_scan(settings, progress=out.progress)
     if not args.delete or not found.total:
@@ -365,7 +331,7 @@ def _cmd_null_uuid(args: argparse.Namespace, out: _Output) -> int:
     return 0
 
 
-def _cmd_check(args: argparse.Namespace, out: _Output) -> int:
+def _cmd_check(args: argparse.Namespace, out: Output) -> int:
     placement = None if args.no_placement else placement_findings
     result = check(_settings(args), progress=out.progress, placement=placement)
     out.result(result, render.check_table)
@@ -383,7 +349,7 @@ _DEMO_RENDERERS: dict[type, Callable[[Any], Any]] = {
 }
 
 
-def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
+def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
     if args.instances < 1:
         raise BadInput("--instances must be a positive integer")
 
@@ -419,7 +385,7 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
     return 0
 
 
-def _cmd_archive(args: argparse.Namespace, out: _Output) -> int:
+def _cmd_archive(args: argparse.Namespace, out: Output) -> int:
     options = ArchiveOptions.from_text(
         batch_size=args.batch_size,
         until_complete=args.until_complete,
@@ -451,7 +417,7 @@ def _cmd_archive(args: argparse.Namespace, out: _Output) -> int:
     return 1 if result.total and not result.dry_run else 0
 
 
-def _cmd_purge(args: argparse.Namespace, out: _Output) -> int:
+def _cmd_purge(args: argparse.Namespace, out: Output) -> int:
     options = PurgeOptions.from_text(
         before=args.before,
         purge_all=args.purge_all,
@@ -483,7 +449,7 @@ def _count(value: str | None, option: str) -> int | None:
         raise BadInput(f"Must supply a positive value for {option}", exit_code=127) from None
 
 
-def _cmd_online(args: argparse.Namespace, out: _Output) -> int:
+def _cmd_online(args: argparse.Namespace, out: Output) -> int:
     max_count = _count(args.max_count, "--max-count")
     batch_size = _count(args.batch_size, "--batch-size") or 0
     validate_online(max_count, batch_size, args.target)
@@ -511,7 +477,7 @@ def _cmd_online(args: argparse.Namespace, out: _Output) -> int:
     return result.exit_code
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, _Output], int]] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "sync": _cmd_sync,
     "version": _cmd_version,
     "null-instance-uuid-scan": _cmd_null_uuid,
@@ -523,8 +489,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, _Output], int]] = {
 }
 
 
-def _with_settings(command: cli_placement.Command) -> Callable[[argparse.Namespace, _Output], int]:
-    def run(args: argparse.Namespace, out: _Output) -> int:
+def _with_settings(command: cli_placement.Command) -> Callable[[argparse.Namespace, Output], int]:
+    def run(args: argparse.Namespace, out: Output) -> int:
         return command(args, out, _settings(args))
 
     return run
@@ -536,7 +502,7 @@ COMMANDS.update({name: _with_settings(cmd) for name, cmd in cli_placement.COMMAN
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``novadb`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    out = _Output(args.json)
+    out = Output(args.json)
     try:
         return COMMANDS[args.operation](args, out)
     except NovaDbError as exc:

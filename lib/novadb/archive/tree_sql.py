@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from novadb.schema_graph import Edge, Graph
+from novadb.archive.graph import Edge, Graph
 
 
 def id_list(ids: Sequence[int]) -> sa.BindParameter[Any]:

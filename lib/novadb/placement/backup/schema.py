@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.engine import Connection, Engine
 
-from novadb import revisions
-from novadb.backup_file import KINDS, PLACEMENT_TABLES, VERSION_TABLE
 from novadb.errors import SchemaError
+from novadb.placement.backup.file import KINDS, PLACEMENT_TABLES, VERSION_TABLE
+from novadb.schema import revisions
 
 
 def placement_tables(bind: Engine | Connection) -> tuple[str, ...]:

@@ -12,9 +12,9 @@ database returned before it gets its name; a restore checks the whole file
 before it touches the database, and re-reads every restored table afterwards.
 
 This module is the database side of both; the file format is
-:mod:`novadb.backup_file`, the schema and ownership checks
-:mod:`novadb.backup_schema`, and what MySQL and SQLite do differently
-:mod:`novadb.backup_dialect`.
+:mod:`novadb.placement.backup.file`, the schema and ownership checks
+:mod:`novadb.placement.backup.schema`, and what MySQL and SQLite do differently
+:mod:`novadb.placement.backup.dialect`.
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from novadb import revisions
-from novadb.backup_dialect import Dialect, dialect_of
-from novadb.backup_file import (
+from novadb.connections import mask
+from novadb.errors import BadInput, NovaDbError, SchemaError
+from novadb.locking import database_lock
+from novadb.placement.backup.dialect import Dialect, dialect_of
+from novadb.placement.backup.file import (
     CHUNK_ROWS,
     FORMAT,
     FORMAT_VERSION,
@@ -50,7 +52,7 @@ from novadb.backup_file import (
     read_backup,
     writing,
 )
-from novadb.backup_schema import (
+from novadb.placement.backup.schema import (
     check_source,
     check_target,
     column_kind,
@@ -59,10 +61,8 @@ from novadb.backup_schema import (
     placement_tables,
     schema_at,
 )
-from novadb.connections import mask
-from novadb.errors import BadInput, NovaDbError, SchemaError
-from novadb.locking import database_lock
 from novadb.progress import Event, Progress, ignore
+from novadb.schema import revisions
 
 # What other modules import from here, wherever it is defined.
 __all__ = [

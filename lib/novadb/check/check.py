@@ -7,7 +7,7 @@ fail or leave rows behind, rows that belong to no instance, instances the
 API cannot route to, and tables a MySQL cluster cannot replicate safely.  The
 Placement audit's findings are added when a ``placement`` callable is given.
 
-Every connection runs read-only (:func:`novadb.check_dialect.read_only`) and
+Every connection runs read-only (:func:`novadb.check.dialect.read_only`) and
 every figure is a ``COUNT``/``MIN``/``MAX`` or a catalogue lookup; nothing is
 copied.  Each finding names the exact command that fixes it (or the SQL to
 run by hand when novadb has no command for it).
@@ -76,11 +76,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from novadb import revisions
-from novadb.blockers import find_blockers
-from novadb.check_cell import CellFacts, check_cell
-from novadb.check_dialect import catalogue, read_only, storage_problems
-from novadb.check_mappings import CellLink, instances_without_mapping, mappings_without_cell
+from novadb.check.cell import CellFacts, check_cell
+from novadb.check.dialect import catalogue, read_only, storage_problems
+from novadb.check.mappings import CellLink, instances_without_mapping, mappings_without_cell
 from novadb.config import Settings
 from novadb.connections import engine_for, mask
 from novadb.errors import DatabaseUnreachable, NovaDbError, SchemaError, UnknownRevision
@@ -88,8 +86,10 @@ from novadb.findings import BLOCKER, EXIT_CODES, INFO, WARNING, Finding
 from novadb.online.pending import pending
 from novadb.online.registry import MIGRATIONS
 from novadb.progress import Event, Progress, ignore
-from novadb.releases import FIRST_RELEASE, RELEASES, revisions_in
-from novadb.sync import _inspect, _release_of, _todo  # sync's own reading of a schema
+from novadb.schema import revisions
+from novadb.schema.blockers import find_blockers
+from novadb.schema.releases import FIRST_RELEASE, RELEASES, revisions_in
+from novadb.schema.sync import _inspect, _release_of, _todo  # sync's own reading of a schema
 from novadb.targets import Target, main_targets, plan, same_database
 
 __all__ = ["CheckResult", "DatabaseFacts", "Finding", "PlacementAudit", "check"]

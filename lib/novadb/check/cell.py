@@ -2,7 +2,7 @@
 
 Every figure comes from a ``COUNT``, ``MIN`` or ``MAX`` over primary keys and
 ``deleted`` columns, or from the server's catalogue; archive's own dry-run
-queries (:func:`novadb.archive_sql.would_move`) count what a run to
+queries (:func:`novadb.archive.tree_sql.would_move`) count what a run to
 completion would move, so the two never disagree.  Those, and the foreign
 keys that hold rows back, are only looked at when some row is soft-deleted:
 a clean cell costs one catalogue read and a handful of queries.
@@ -16,11 +16,11 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from novadb.archive_sql import Blocker, Criteria, Schema, would_move
-from novadb.check_dialect import Catalogue, compares_types, next_ids
+from novadb.archive.graph import MODEL_TABLES, Graph, load_graph
+from novadb.archive.tree_sql import Blocker, Criteria, Schema, would_move
+from novadb.check.dialect import Catalogue, compares_types, next_ids
 from novadb.findings import BLOCKER, WARNING, Finding
-from novadb.null_uuid import EXCLUDED
-from novadb.schema_graph import MODEL_TABLES, Graph, load_graph
+from novadb.schema.null_uuid import EXCLUDED
 
 ARCHIVE = "novadb archive --until-complete --all-cells"
 SHOWN = 5

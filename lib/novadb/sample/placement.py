@@ -1,6 +1,6 @@
 """The Placement half of the sample cloud: what a healthy Nova would have left there.
 
-:mod:`novadb.sample_cloud` writes cells; this writes, from those cells, the
+:mod:`novadb.sample.cloud` writes cells; this writes, from those cells, the
 rows Nova's own services would have written elsewhere, so the Placement
 operations have a true cloud to audit, heal and rebuild:
 
@@ -10,10 +10,10 @@ operations have a true cloud to audit, heal and rebuild:
 * in Placement, what placement-api and nova-compute write: the standard
   resource classes and traits, one root provider per live compute node
   (uuid ``compute_nodes.uuid``, name ``hypervisor_hostname``) with the
-  inventory :func:`~novadb.placement_nova.node_inventory` says Nova reports,
+  inventory :func:`~novadb.placement.nova_side.node_inventory` says Nova reports,
   the aggregates' memberships, and each hosted instance's allocations as
   ``heal_allocations`` would write them
-  (:func:`~novadb.placement_resources.resources_from_flavor`), with its
+  (:func:`~novadb.placement.resources.resources_from_flavor`), with its
   ``INSTANCE`` consumer.  Providers' generations count the writes Placement
   would have seen (inventory, one per aggregate, one per instance).
 
@@ -48,7 +48,7 @@ from novadb.cells import Cell
 from novadb.config import Settings
 from novadb.connections import engine_for
 from novadb.errors import BadInput, NovaDbError
-from novadb.placement_db import (
+from novadb.placement.db import (
     INSTANCE,
     PlacementTables,
     bump_generations,
@@ -62,7 +62,7 @@ from novadb.placement_db import (
     utcnow,
     write,
 )
-from novadb.placement_nova import (
+from novadb.placement.nova_side import (
     ComputeNode,
     Inventory,
     cells_for_placement,
@@ -71,7 +71,7 @@ from novadb.placement_nova import (
     node_inventory,
     reflect,
 )
-from novadb.placement_resources import (
+from novadb.placement.resources import (
     UnsupportedFlavor,
     flavor_from_instance_extra,
     resources_from_flavor,

@@ -12,7 +12,7 @@ from collections import defaultdict
 
 from novadb.config import Settings
 from novadb.findings import WARNING, Finding
-from novadb.placement_audit import FIXES, AuditFinding, placement_audit
+from novadb.placement.audit import FIXES, AuditFinding, placement_audit
 
 EXAMPLES = 3
 _SUMMARY = {

@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from novadb import render_placement
-from novadb.cli_progress import stop_on_ctrl_c
+from novadb.cli.output import Output
+from novadb.cli.progress import stop_on_ctrl_c
 from novadb.config import Settings
 from novadb.errors import BadInput
-from novadb.placement_aggregates import sync_aggregates
-from novadb.placement_audit import placement_audit
-from novadb.placement_heal import HealOptions, heal_allocations
-from novadb.placement_rebuild import rebuild_placement, restore
-
-if TYPE_CHECKING:
-    from novadb.cli import _Output
+from novadb.placement.aggregates import sync_aggregates
+from novadb.placement.audit import placement_audit
+from novadb.placement.heal import HealOptions, heal_allocations
+from novadb.placement.rebuild import rebuild_placement, restore
+from novadb.render import placement as render_placement
 
 AddParser = Callable[..., argparse.ArgumentParser]
 SettingsOf = Callable[[argparse.Namespace], Settings]
@@ -111,7 +108,7 @@ def add_parsers(add: AddParser) -> None:
     )
 
 
-def _audit(args: argparse.Namespace, out: _Output, settings: Settings) -> int:
+def _audit(args: argparse.Namespace, out: Output, settings: Settings) -> int:
     result = placement_audit(
         settings,
         delete=args.delete,
@@ -122,7 +119,7 @@ def _audit(args: argparse.Namespace, out: _Output, settings: Settings) -> int:
     return result.exit_code
 
 
-def _heal(args: argparse.Namespace, out: _Output, settings: Settings) -> int:
+def _heal(args: argparse.Namespace, out: Output, settings: Settings) -> int:
     options = HealOptions(
         max_count=_max_count(args.max_count),
         dry_run=args.dry_run,
@@ -137,13 +134,13 @@ def _heal(args: argparse.Namespace, out: _Output, settings: Settings) -> int:
     return result.exit_code
 
 
-def _aggregates(args: argparse.Namespace, out: _Output, settings: Settings) -> int:
+def _aggregates(args: argparse.Namespace, out: Output, settings: Settings) -> int:
     result = sync_aggregates(settings, dry_run=args.dry_run, progress=out.progress)
     out.result(result, render_placement.aggregates_table)
     return result.exit_code
 
 
-def _rebuild(args: argparse.Namespace, out: _Output, settings: Settings) -> int:
+def _rebuild(args: argparse.Namespace, out: Output, settings: Settings) -> int:
     if args.restore is not None:
         if args.backup or args.force or args.dry_run:
             raise BadInput("--restore FILE takes no other rebuild-placement option")
@@ -163,7 +160,7 @@ def _rebuild(args: argparse.Namespace, out: _Output, settings: Settings) -> int:
     return result.exit_code
 
 
-Command = Callable[[argparse.Namespace, "_Output", Settings], int]
+Command = Callable[[argparse.Namespace, Output, Settings], int]
 COMMANDS: dict[str, Command] = {
     "placement-audit": _audit,
     "heal-allocations": _heal,

@@ -24,7 +24,7 @@ from novadb.cells import Cell, list_cells
 from novadb.config import Settings
 from novadb.connections import engine_for
 from novadb.errors import NovaDbError
-from novadb.placement_db import (
+from novadb.placement.db import (
     PlacementTables,
     bump_generations,
     chunks,

@@ -9,11 +9,11 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from novadb.placement_aggregates import AggregatesResult
-from novadb.placement_audit import AuditFinding, AuditResult
-from novadb.placement_backup import RestoreResult
-from novadb.placement_heal import HealResult, NotHealed
-from novadb.placement_rebuild import RebuildResult
+from novadb.placement.aggregates import AggregatesResult
+from novadb.placement.audit import AuditFinding, AuditResult
+from novadb.placement.backup.database import RestoreResult
+from novadb.placement.heal import HealResult, NotHealed
+from novadb.placement.rebuild import RebuildResult
 
 SHOWN = 20  # per list; the rest is counted, --json has everything
 

@@ -37,7 +37,7 @@ from novadb.cells import Cell, list_cells
 from novadb.config import Settings
 from novadb.connections import engine_for
 from novadb.errors import BadInput
-from novadb.placement_db import (
+from novadb.placement.db import (
     INSTANCE,
     PlacementTables,
     bump_generations,
@@ -49,13 +49,13 @@ from novadb.placement_db import (
     write,
     writer_lock,
 )
-from novadb.placement_nova import (
+from novadb.placement.nova_side import (
     INVENTORY_FIELDS,
     Inventory,
     cells_for_placement,
     instances_query,
 )
-from novadb.placement_resources import (
+from novadb.placement.resources import (
     UnsupportedFlavor,
     flavor_from_instance_extra,
     resources_from_flavor,

@@ -7,8 +7,8 @@ newest release whose schema a database satisfies.
 
 from __future__ import annotations
 
-from novadb import revisions
 from novadb.errors import BadInput
+from novadb.schema import revisions
 
 # In order.  (series, codename); series is YYYY.N from 2023.1 on.
 RELEASES: list[tuple[str, str]] = [

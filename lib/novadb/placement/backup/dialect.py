@@ -22,9 +22,9 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from novadb.backup_file import CHUNK_ROWS, Row, encode
 from novadb.connections import mask
 from novadb.errors import BadInput
+from novadb.placement.backup.file import CHUNK_ROWS, Row, encode
 
 Fix = Callable[[Any], Any]
 

@@ -17,14 +17,14 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.engine import Connection, Engine
 
-from novadb import revisions
-from novadb.blockers import Finding, find_blockers
 from novadb.config import Settings
 from novadb.connections import create_engine, engine_for, mask, parse_url
 from novadb.errors import BadInput, BlockerFound, DatabaseUnreachable, SchemaError, UnknownRevision
 from novadb.locking import database_lock
 from novadb.progress import Event, Progress, ignore
-from novadb.releases import RELEASES, release_index, release_label, revisions_in
+from novadb.schema import revisions
+from novadb.schema.blockers import Finding, find_blockers
+from novadb.schema.releases import RELEASES, release_index, release_label, revisions_in
 from novadb.targets import Target, plan, same_database
 
 # sqlalchemy-migrate versions whose schema equals our initial revision

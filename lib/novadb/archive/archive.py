@@ -1,7 +1,7 @@
 """``archive``: move soft-deleted rows, and every row that hangs off them, to shadow tables.
 
 The end state matches Nova 34's ``archive_deleted_rows --until-complete`` (see
-:mod:`novadb.archive_sql` for what moves); the way there is different.  Each
+:mod:`novadb.archive.tree_sql` for what moves); the way there is different.  Each
 table is walked once per pass by primary key (keyset, never OFFSET), and each
 batch is one short transaction holding one INSERT...SELECT and one DELETE per
 table of the tree, children first, with matching row counts.  Batches are
@@ -33,7 +33,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from novadb import dberrors
-from novadb.archive_sql import Criteria, Keys, Schema, Tree, would_move
+from novadb.archive.graph import load_graph
+from novadb.archive.purge import PurgeOptions, purge
+from novadb.archive.tree_sql import Criteria, Keys, Schema, Tree, would_move
 from novadb.batching import DEFAULT_MAX_BYTES, Budget, StopWhen, retrying, row_sizes
 from novadb.config import Settings
 from novadb.connections import create_engine, mask
@@ -42,8 +44,6 @@ from novadb.errors import BadInput, DatabaseUnreachable, NovaDbError
 from novadb.fanout import CellTarget, cell_targets, run_cells
 from novadb.locking import DEFAULT_TIMEOUT, database_lock
 from novadb.progress import Event, Progress, ignore
-from novadb.purge import PurgeOptions, purge
-from novadb.schema_graph import load_graph
 
 MAX_INT = 2147483647
 API_TABLES = ("instance_mappings", "request_specs", "instance_group_member")

@@ -39,7 +39,7 @@ from sqlalchemy.engine import Connection
 from novadb.config import Settings
 from novadb.connections import engine_for
 from novadb.errors import NovaDbError
-from novadb.placement_db import (
+from novadb.placement.db import (
     PlacementTables,
     bump_generations,
     chunks,
@@ -47,7 +47,7 @@ from novadb.placement_db import (
     write,
     writer_lock,
 )
-from novadb.placement_nova import (
+from novadb.placement.nova_side import (
     CloudFacts,
     ComputeNode,
     cells_for_placement,

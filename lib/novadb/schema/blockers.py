@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.engine import Connection
 
 from novadb.errors import BlockerFound
-from novadb.revision_helpers import is_offline
+from novadb.schema.revision_helpers import is_offline
 
 SHOWN_IDS = 5
 

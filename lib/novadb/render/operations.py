@@ -15,12 +15,12 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from novadb.archive import ArchiveResult
-from novadb.check import CheckResult
-from novadb.null_uuid import NullUuidResult
+from novadb.archive.archive import ArchiveResult
+from novadb.archive.purge import PurgeResult
+from novadb.check.check import CheckResult
 from novadb.online.runner import OnlineResult
-from novadb.purge import PurgeResult
-from novadb.sync import SyncResult, VersionResult
+from novadb.schema.null_uuid import NullUuidResult
+from novadb.schema.sync import SyncResult, VersionResult
 
 
 def to_json(result: Any) -> str:
