@@ -91,11 +91,16 @@ class StopWhen:
         deadline = time.monotonic() + max_runtime if max_runtime is not None else None
         return cls(event, deadline)
 
-    def reason(self) -> str | None:
-        """``interrupted``, ``max-runtime`` or None to go on."""
+    def reason(self, *, progressed: bool = True) -> str | None:
+        """``interrupted``, ``max-runtime`` or None to go on.
+
+        ``progressed=False`` (nothing done yet in this run) ignores the
+        deadline: a run that may stop on time still does one batch, so a
+        caller that loops on it (COU's archive-data) always gets somewhere.
+        """
         if self.event is not None and self.event.is_set():
             return "interrupted"
-        if self.deadline is not None and time.monotonic() >= self.deadline:
+        if progressed and self.deadline is not None and time.monotonic() >= self.deadline:
             return "max-runtime"
         return None
 

@@ -19,7 +19,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -1293,16 +1293,20 @@ def test_stop_event_after_first_batch_leaves_a_consistent_state(cloud: Cloud) ->
     assert_state(cloud.snapshot(), simulate(start, graph).apply(start))
 
 
-def test_max_runtime_stops_before_any_batch(cloud: Cloud) -> None:
-    before = cloud.snapshot()
+def test_max_runtime_spent_before_the_first_batch_still_moves_one(cloud: Cloud) -> None:
+    """A deadline already past still lets one batch through (COU loops on archive-data)."""
+    start = cloud.snapshot()
+    graph = cloud.graph()
 
-    result = cloud.archive(until_complete=True, max_runtime=0.000001)
+    result = archive(
+        cloud.settings, ArchiveOptions(until_complete=True, batch_size=5, max_runtime=0.000001)
+    )
 
     assert result.stopped == "max-runtime"
     assert result.complete is False
-    assert result.rows == {}
-    assert result.batches == 0
-    assert_state(cloud.snapshot(), before)
+    assert result.batches == 1
+    plan = simulate(start, graph, batch_size=5, max_batches=1)
+    check_run(start, cloud.snapshot(), result, replace(plan, stopped="max-runtime"))
 
 
 def test_archive_waits_for_the_lock_and_changes_nothing(cloud: Cloud) -> None:

@@ -9,9 +9,9 @@ domains, or it belongs in a package.
 from __future__ import annotations
 
 import sys
-import tomllib
 from pathlib import Path
 
+import tomllib
 from importlinter.cli import lint_imports
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -316,7 +316,7 @@ class _CellRun:
         after = 0
         moved = 0
         while True:
-            reason = self.stop.reason()
+            reason = self.stop.reason(progressed=self.result.batches > 0)
             if reason is not None:
                 self.result.stopped = reason
                 return moved
