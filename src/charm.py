@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
-"""nova-cloud-controller: novadb's operations as Juju actions, on any unit.
+"""nova-cloud-controller: novadb's operations as Juju actions, and Nova's database role.
 
-Thin by design: each handler loads typed params (charm_params), opens the
-databases from nova.conf (or a Juju secret), calls the library with progress
-going to ``event.log``, sets the flat results charm_results makes of its
-result, and applies its exit-code policy: an outcome that reports (audit
-findings, check's blockers) succeeds; one nova-manage treats as an error
-fails the action after the results are set.  A library error fails the action
-with its one-line message; anything unexpected fails it with a short message
-and the traceback goes to the unit log.  Status is computed in one place,
-collect-status.  No leader check: COU runs actions on the first unit, and the
+Thin by design.  Each action handler loads typed params (charm_params), opens
+the databases (credentials: the shared-db relation, else a user secret, else
+nova.conf), calls the library with progress going to ``event.log``, sets the
+flat results charm_results makes of its result, and applies its exit-code
+policy: an outcome that reports (audit findings, check's blockers) succeeds;
+one nova-manage treats as an error fails the action after the results are
+set.  A library error fails the action with its one-line message; anything
+unexpected fails it with a short message and the traceback goes to the unit
+log.  No leader check for actions: COU runs them on the first unit, and the
 library's advisory locks keep two runs apart.
+
+The lifecycle is the classic charm's: install nova-common from
+``openstack-origin`` (nova_package), and when that release moves up, upgrade
+the package and, on the leader, bring the databases to it (upgrade).  Status
+is computed in one place, collect-status, from a cached database answer.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import subprocess
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import ops
@@ -28,7 +33,8 @@ from novadb.archive.archive import ArchiveOptions, archive
 from novadb.archive.purge import PurgeOptions, purge
 from novadb.check.check import check
 from novadb.check.placement import placement_findings
-from novadb.config import Settings, load_settings
+from novadb.config import Settings
+from novadb.connections import probe
 from novadb.errors import BadInput, ConfigError, NovaDbError
 from novadb.online.runner import online_migrate
 from novadb.placement.aggregates import sync_aggregates
@@ -41,15 +47,11 @@ from novadb.placement.rebuild import (
     restore,
 )
 from novadb.schema.null_uuid import null_instance_uuid_scan
-from novadb.schema.releases import (
-    RELEASES,
-    release_for_nova_version,
-    release_index,
-    release_label,
-    schema_position,
-)
+from novadb.schema.releases import RELEASES, release_label
 from novadb.schema.sync import sync, version
 
+import credentials
+import unit_status
 from charm_params import (
     ArchiveDataParams,
     ArchiveParams,
@@ -87,13 +89,20 @@ from charm_results import (
     rebuild_results,
     restore_results,
     sync_results,
+    upgrade_results,
     version_results,
 )
+from nova_package import AptPackages, Installed, Origin, Packages, parse_origin
+from upgrade import UpgradeFailed, migrate_databases
 
 logger = logging.getLogger(__name__)
 
 # rebuild-placement's backups: the default file and relative paths live here.
 BACKUP_DIR = Path("/var/lib/novadb")
+# How long collect-status may spend reaching the API database, and how long its
+# answer is reused by hooks that change nothing it depends on.
+PROBE_TIMEOUT = 3.0
+STATUS_TTL = 600.0
 
 # An action's flat results (charm_results), and the message to fail it with once
 # they are set (None or empty: it succeeds).
@@ -108,10 +117,23 @@ def scrub(text: str) -> str:
 
 
 class NovaCloudControllerCharm(ops.CharmBase):
-    """Actions for Nova's and Placement's databases."""
+    """Nova's database role: the package, the upgrade's database steps, and the actions."""
+
+    # The apt boundary; tests replace it with a fake.
+    packages: Packages = AptPackages()
+    _stored = ops.StoredState()
 
     def __init__(self, framework: ops.Framework) -> None:
         super().__init__(framework)
+        self._stored.set_default(
+            problem="",  # openstack-origin or the package: blocks the unit
+            failure="",  # the leader's database steps failed: blocks until resumed
+            failed_release=-1,
+            package_release=-1,  # nova-common's release as this unit last saw it
+            migrated_release=-1,  # the release the leader last brought the databases to
+            db_status=None,  # [level, message, wall-clock time checked]
+        )
+        self._refresh = False
         handlers: dict[str, Callable[[ops.ActionEvent], None]] = {
             "sync": self._on_sync,
             "version": self._on_version,
@@ -126,64 +148,177 @@ class NovaCloudControllerCharm(ops.CharmBase):
             "rebuild-placement": self._on_rebuild_placement,
             "archive-data": self._on_archive_data,
             "purge-data": self._on_purge_data,
+            "openstack-upgrade": self._on_openstack_upgrade,
         }
         for name, handler in handlers.items():
             framework.observe(self.on[name].action, handler)
         framework.observe(self.on.collect_unit_status, self._on_collect_status)
-        for event in (self.on.install, self.on.config_changed, self.on.update_status):
-            framework.observe(event, self._noop)
-
-    def _noop(self, _event: ops.EventBase) -> None:
-        """Status is computed by collect-status after every hook."""
+        framework.observe(self.on.install, self._on_install)
+        framework.observe(self.on.config_changed, self._on_config_changed)
+        framework.observe(self.on.upgrade_charm, self._on_config_changed)
+        framework.observe(self.on.leader_elected, self._on_settled)
+        framework.observe(self.on.update_status, self._on_settled)
+        framework.observe(self.on.secret_changed, self._on_changed)
+        relation = self.on[credentials.RELATION]
+        framework.observe(relation.relation_joined, self._on_shared_db_joined)
+        for event in (relation.relation_changed, relation.relation_departed,
+                      relation.relation_broken):  # fmt: skip
+            framework.observe(event, self._on_changed)
 
     # -- configuration ---------------------------------------------------
-    def _settings(self) -> Settings:
-        config = self.load_config(CharmConfig)
-        urls: dict[str, str | None] = {}
+    def _config(self) -> CharmConfig:
+        return self.load_config(CharmConfig)
+
+    def _credentials(self) -> credentials.Credentials:
+        """The settings to run with: shared-db, then database-secret, then nova.conf."""
+        config = self._config()
+        secret = None
         if config.database_secret:
             try:
                 # ops' load_config already turned the option into a Secret.
-                content = config.database_secret.get_content(refresh=True)
+                secret = config.database_secret.get_content(refresh=True)
             except (ops.SecretNotFoundError, ops.ModelError) as exc:
                 raise ConfigError(
                     "database-secret cannot be read; grant it to the application "
                     f"(juju grant-secret <secret> {self.app.name}): {type(exc).__name__}"
                 ) from exc
-            urls = {
-                "database": content.get("connection"),
-                "api_database": content.get("api-connection"),
-                "placement_database": content.get("placement-connection"),
-            }
-        files = [config.nova_conf] if Path(config.nova_conf).is_file() else []
-        if not files and not (urls.get("database") and urls.get("api_database")):
-            raise ConfigError(
-                f"no database configured: {config.nova_conf} does not exist and database-secret "
-                "does not give both connection and api-connection"
-            )
-        return load_settings(files, **urls)
+        return credentials.resolve(self._shared_db(config), secret, config.nova_conf)
+
+    def _shared_db(self, config: CharmConfig) -> credentials.SharedDbAnswer | None:
+        relation = self.model.get_relation(credentials.RELATION)
+        if relation is None:
+            return None
+        answers: list[Mapping[str, str]] = [dict(relation.data[u]) for u in relation.units]
+        if relation.app is not None:
+            answers.append(dict(relation.data[relation.app]))
+        return credentials.read_shared_db(answers, self.unit.name, self._requested(config))
+
+    @staticmethod
+    def _requested(config: CharmConfig) -> credentials.Requested:
+        return credentials.Requested(
+            config.database, config.database_user, config.placement_database.strip()
+        )
+
+    def _settings(self) -> Settings:
+        return self._credentials().settings
+
+    def _origin(self) -> Origin:
+        return parse_origin(self._config().openstack_origin, self.packages.series())
 
     def _installed_release(self) -> int | None:
-        """The release on this unit: openstack-origin if set, else the nova-common package."""
-        origin = self.load_config(CharmConfig).openstack_origin.strip()
-        if origin and origin != "distro":
-            name = origin.rsplit("-", 1)[-1] if origin.startswith("cloud:") else origin
-            name = name.split("/")[0]
-            try:
-                return release_index(name)
-            except NovaDbError:
-                logger.warning("openstack-origin %r names no release novadb knows", origin)
-                return None
+        """The release of the nova-common installed on this unit (None: not installed)."""
+        installed = self.packages.installed()
+        return installed.release if installed is not None else None
+
+    # -- lifecycle ---------------------------------------------------------
+    def _on_install(self, _event: ops.EventBase) -> None:
+        self._refresh = True
+        self._reconcile(upgrade=False)
+
+    def _on_config_changed(self, _event: ops.EventBase) -> None:
+        """openstack-origin may have moved: upgrade unless the operator drives it by action."""
+        self._refresh = True
+        self._request_databases()
+        self._reconcile(upgrade=not self._config().action_managed_upgrade)
+
+    def _on_settled(self, _event: ops.EventBase) -> None:
+        """update-status and leader-elected: notice a package upgraded behind our back."""
+        self._refresh = True
+        self._reconcile(upgrade=False)
+
+    def _on_changed(self, _event: ops.EventBase) -> None:
+        """The credentials may have changed: look at the databases again."""
+        self._refresh = True
+        self._reconcile(upgrade=False)
+
+    def _on_shared_db_joined(self, _event: ops.EventBase) -> None:
+        self._request_databases()
+
+    def _request_databases(self) -> None:
+        """Ask the shared-db provider for our databases (each unit for its own address)."""
+        relation = self.model.get_relation(credentials.RELATION)
+        if relation is None:
+            return
+        binding = self.model.get_binding(relation)
+        address = binding.network.ingress_address if binding is not None else None
+        if address is None:
+            return
+        requested = self._requested(self._config())
+        relation.data[self.unit].update(credentials.shared_db_request(str(address), requested))
+
+    def _reconcile(self, *, upgrade: bool) -> None:
+        """Install nova-common, upgrade it when allowed, then (leader) migrate the databases.
+
+        Never raises: what goes wrong is stored and shown by collect-status.
+        """
         try:
-            out = subprocess.run(
-                ["dpkg-query", "-W", "-f", "${Version}", "nova-common"],
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=10,
+            origin = self._origin()
+            installed = self.packages.installed()
+            if upgrade and installed is not None:
+                self._refuse_downgrade(installed, origin)
+            if installed is None or (upgrade and self._behind(installed, origin)):
+                self._maintenance(f"installing nova-common from {origin.text}")
+                installed = self.packages.install(origin)
+        except NovaDbError as exc:
+            self._stored.problem = scrub(str(exc))
+            return
+        self._stored.problem = ""
+        if installed.release is None:
+            return
+        # A release this unit has not seen before (installed, upgraded by us or
+        # behind our back) gets the full database steps; otherwise the leader
+        # only catches up a schema that is behind (a new cloud, a new leader).
+        changed = installed.release != self._stored.package_release
+        self._stored.package_release = installed.release
+        if self.unit.is_leader():
+            self._migrate(installed.release, full=changed, resume=False)
+
+    @staticmethod
+    def _behind(installed: Installed, origin: Origin) -> bool:
+        return installed.release is None or installed.release < origin.release
+
+    @staticmethod
+    def _refuse_downgrade(installed: Installed, origin: Origin) -> None:
+        if installed.release is not None and origin.release < installed.release:
+            raise ConfigError(
+                f"openstack-origin {origin.text} ({release_label(origin.release)}) is older than "
+                f"the installed nova-common {installed.version} "
+                f"({release_label(installed.release)}): going back a release is not supported; "
+                "set openstack-origin to that release or a newer one"
             )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return release_for_nova_version(out.stdout.strip())
+
+    def _migrate(self, release: int, *, full: bool, resume: bool) -> None:
+        """The leader's database steps for ``release``, once; a failure waits for the action."""
+        if release <= self._stored.migrated_release:
+            return
+        if not resume and self._stored.failed_release == release:
+            return  # failed before: the operator resumes with the openstack-upgrade action
+        try:
+            settings = self._settings()
+        except NovaDbError:
+            return  # no database yet: collect-status says what it waits for
+        self._refresh = True
+        log = ThrottledLog(lambda message: logger.info("%s", scrub(message)), interval=5.0)
+        try:
+            migrate_databases(
+                settings,
+                release,
+                status=self._maintenance,
+                log=log,
+                unit=f"{self.app.name}/leader",
+                only_if_behind=not full,
+            )
+        except UpgradeFailed as exc:
+            self._stored.failure = scrub(str(exc))
+            self._stored.failed_release = release
+            logger.error("%s", self._stored.failure)
+            return
+        self._stored.failure = ""
+        self._stored.failed_release = -1
+        self._stored.migrated_release = release
+
+    def _maintenance(self, message: str) -> None:
+        self.unit.status = ops.MaintenanceStatus(scrub(message))
 
     # -- running an action -------------------------------------------------
     def _run(self, event: ops.ActionEvent, work: Callable[[ThrottledLog], Outcome]) -> None:
@@ -214,6 +349,7 @@ class NovaCloudControllerCharm(ops.CharmBase):
 
     def _on_sync(self, event: ops.ActionEvent) -> None:
         params = event.load_params(SyncParams, errors="fail")
+        self._refresh = True  # the schema may change: status looks again
 
         def work(log: ThrottledLog) -> Outcome:
             release = params.release
@@ -243,6 +379,7 @@ class NovaCloudControllerCharm(ops.CharmBase):
 
     def _on_online_migrate(self, event: ops.ActionEvent) -> None:
         params = event.load_params(OnlineMigrateParams, errors="fail")
+        self._refresh = True  # the schema may change: status looks again
 
         def work(log: ThrottledLog) -> Outcome:
             result = online_migrate(
@@ -392,29 +529,89 @@ class NovaCloudControllerCharm(ops.CharmBase):
 
         self._run(event, work)
 
+    def _on_openstack_upgrade(self, event: ops.ActionEvent) -> None:
+        """Upgrade this unit to openstack-origin's release now (action-managed-upgrade).
+
+        On the leader it also runs, or resumes after a failure, the database
+        steps.  Also the way out of a failed upgrade once its cause is fixed.
+        """
+
+        def work(_log: ThrottledLog) -> Outcome:
+            origin = self._origin()
+            before = self.packages.installed()
+            installed = before
+            if installed is not None:
+                self._refuse_downgrade(installed, origin)
+            if installed is None or self._behind(installed, origin):
+                installed = self.packages.install(origin)
+            self._stored.problem = ""
+            if installed.release is None:
+                raise ConfigError(
+                    f"nova-common {installed.version} is a release novadb does not know"
+                )
+            self._stored.package_release = installed.release
+            self.unit.set_workload_version(installed.version)
+            migrated = None
+            if self.unit.is_leader():
+                self._stored.migrated_release = min(
+                    self._stored.migrated_release, installed.release - 1
+                )
+                self._migrate(installed.release, full=True, resume=True)
+                if self._stored.failure:
+                    raise UpgradeFailed(self._stored.failure)
+                migrated = installed.release
+            return upgrade_results(before, installed, migrated, self.unit.is_leader()), None
+
+        self._refresh = True
+        self._run(event, work)
+
     # -- status --------------------------------------------------------------
     def _on_collect_status(self, event: ops.CollectStatusEvent) -> None:
-        try:
-            result = version(self._settings())
-        except NovaDbError as exc:
-            event.add_status(ops.BlockedStatus(scrub(str(exc))[:200]))
-            return
-        pending = sum(d.pending for d in result.databases)
-        plural = "s" if pending != 1 else ""
-        summary = "schema at head" if not pending else f"{pending} schema revision{plural} pending"
-        installed = self._installed_release()
+        installed = self.packages.installed()
         if installed is not None:
-            positions = {
-                schema_position(d.environment, d.current, installed) for d in result.databases
-            }
-            label = release_label(installed)
-            if "behind" in positions:
-                summary += f"; behind installed {label}: run the sync action"
-            elif "ahead" in positions:
-                summary += f"; ahead of installed {label}"
+            self.unit.set_workload_version(installed.version)
+        for problem in (self._stored.problem, self._stored.failure):
+            if problem:
+                event.add_status(ops.BlockedStatus(unit_status.short(problem)))
+        try:
+            creds = self._credentials()
+        except credentials.WaitingForDatabase as exc:
+            event.add_status(ops.WaitingStatus(unit_status.short(scrub(str(exc)))))
+            return
+        except NovaDbError as exc:
+            event.add_status(ops.BlockedStatus(unit_status.short(scrub(str(exc)))))
+            return
+        level, message = self._database_status(creds.settings, installed)
+        status = unit_status.make(level, f"{message}; credentials: {creds.source}")
+        event.add_status(status)
+
+    def _database_status(self, settings: Settings, installed: Installed | None) -> tuple[str, str]:
+        """The schema's state against the installed release, cached between quiet hooks.
+
+        Hooks that may change it (update-status, config, relations, secrets,
+        the schema actions) look again, with one bounded connect first, so a
+        dead server costs seconds, not a minute of retries.
+        """
+        cached = self._stored.db_status
+        if not self._refresh and cached is not None and time.time() - cached[2] < STATUS_TTL:
+            return str(cached[0]), str(cached[1])
+        release = installed.release if installed is not None else None
+        try:
+            unreachable = probe(settings.url("api"), PROBE_TIMEOUT)
+            if unreachable is not None:
+                level, message = "blocked", unreachable
             else:
-                summary += f"; matches installed {label}"
-        event.add_status(ops.ActiveStatus(summary))
+                level, message = unit_status.schema(
+                    version(settings), release, leader=self.unit.is_leader(), unit=self.app.name
+                )
+        except NovaDbError as exc:
+            level, message = "blocked", str(exc)
+        except Exception as exc:  # noqa: BLE001 - status must never put the unit in error
+            logger.error("status check failed:\n%s", scrub(traceback.format_exc()))
+            level, message = "blocked", f"cannot read the schema: {type(exc).__name__}: {exc}"
+        message = scrub(message)
+        self._stored.db_status = [level, message, time.time()]
+        return level, message
 
 
 def _backup_path(value: str) -> Path:

@@ -18,11 +18,16 @@ from novadb.progress import Event
 
 @dataclass(frozen=True)
 class CharmConfig:
-    """The charm's config options (``openstack-origin`` empty: detect from packages)."""
+    """The charm's config options (charmcraft.yaml says what each means)."""
 
     nova_conf: str = "/etc/nova/nova.conf"
     database_secret: ops.Secret | None = None
-    openstack_origin: str = ""
+    openstack_origin: str = "distro"
+    action_managed_upgrade: bool = False
+    enable_auto_restarts: bool = True
+    database: str = "nova"
+    database_user: str = "nova"
+    placement_database: str = "placement"
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,11 @@ class PurgeDataParams:
     """COU's purge-data: before, or everything when absent."""
 
     before: str | None = None
+
+
+@dataclass(frozen=True)
+class OpenstackUpgradeParams:
+    """openstack-upgrade takes no params: openstack-origin says where to go."""
 
 
 _ALWAYS = frozenset({"warning", "failure", "finding"})

@@ -32,7 +32,10 @@ from novadb.placement.rebuild import RebuildResult
 from novadb.render import operations as render
 from novadb.render.placement import SHOWN
 from novadb.schema.null_uuid import NullUuidResult
+from novadb.schema.releases import release_label
 from novadb.schema.sync import SyncResult, VersionResult
+
+from nova_package import Installed
 
 Results = dict[str, Any]
 
@@ -418,4 +421,24 @@ def restore_results(result: RestoreResult) -> Results:
     }
     out.update(flatten(result.rows))
     out.update(flatten(result.adjusted, "adjusted"))
+    return out
+
+
+# -- the charm's own upgrade -------------------------------------------------------------------
+
+
+def upgrade_results(
+    before: Installed | None, after: Installed, migrated: int | None, leader: bool
+) -> Results:
+    """What openstack-upgrade did: the package before and after, and the databases' release."""
+    out: Results = {
+        "version.before": before.version if before is not None else "none",
+        "version.after": after.version,
+        "release": release_label(after.release) if after.release is not None else "unknown",
+        "leader": leader,
+    }
+    if migrated is not None:
+        out["databases"] = f"migrated to {release_label(migrated)}"
+    else:
+        out["databases"] = "left to the leader"
     return out

@@ -94,10 +94,7 @@ def create_engine(url: str | URL, *, create: bool = False) -> Engine:
     if is_sqlite(parsed):
         path = sqlite_path(parsed)
         if path is not None and not create and not path.exists():
-            raise DatabaseUnreachable(
-                f"SQLite database {path} does not exist; run `novadb sync` first or check the URL",
-                exit_code=3,
-            )
+            raise DatabaseUnreachable(_missing_sqlite(path), exit_code=3)
         if path is not None and create:
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(parsed)
@@ -140,21 +137,62 @@ def _connect_once(engine: Engine) -> None:
         conn.execute(sa.text("SELECT 1"))
 
 
+def _cannot_connect(exc: DBAPIError, where: str) -> str:
+    """The one line for a failed connect: where, the server's words, and what to check."""
+    number = errno(exc)
+    if number in _ACCESS_DENIED:
+        hint = "check the user and password in the connection URL"
+    elif number == _UNKNOWN_DATABASE:
+        hint = "the database does not exist; create it first"
+    elif number in _TRANSIENT_CONNECT:
+        hint = "is the server running and reachable?"
+    else:
+        hint = "check the connection URL"
+    detail = str(getattr(exc, "orig", exc)).splitlines()[0]
+    return f"cannot connect to {where}: {detail}; {hint}"
+
+
+def _missing_sqlite(path: Path) -> str:
+    return f"SQLite database {path} does not exist; run `novadb sync` first or check the URL"
+
+
 def _check_connect(engine: Engine, where: str) -> None:
     try:
         _connect_once(engine)
     except DBAPIError as exc:
         engine.dispose()
-        number = errno(exc)
-        if number in _ACCESS_DENIED:
-            hint = "check the user and password in the connection URL"
-        elif number == _UNKNOWN_DATABASE:
-            hint = "the database does not exist; create it first"
-        elif number in _TRANSIENT_CONNECT:
-            hint = "is the server running and reachable?"
-        else:
-            hint = "check the connection URL"
-        detail = str(getattr(exc, "orig", exc)).splitlines()[0]
-        raise DatabaseUnreachable(
-            f"cannot connect to {where}: {detail}; {hint}", exit_code=3
-        ) from exc
+        raise DatabaseUnreachable(_cannot_connect(exc, where), exit_code=3) from exc
+
+
+def probe(url: str | URL, timeout: float = 3.0) -> str | None:
+    """One bounded attempt to reach ``url``: None when it answers, else the one-line reason.
+
+    For callers that must stay quick when a server is down (the charm's status
+    after every hook): no retries, and at most ``timeout`` seconds to connect.
+    """
+    parsed = parse_url(url)
+    if is_sqlite(parsed):
+        path = sqlite_path(parsed)
+        if path is not None and not path.exists():
+            return _missing_sqlite(path)
+        return None
+    # connect_timeout bounds the TCP connect; read_timeout the handshake and SELECT 1
+    # (a server that accepts and then says nothing, as a hung node does).
+    seconds = max(1, int(timeout))
+    args = (
+        {"connect_timeout": seconds, "read_timeout": seconds, "write_timeout": seconds}
+        if parsed.get_backend_name() == "mysql"
+        else {}
+    )
+    try:
+        engine = sa.create_engine(parsed, poolclass=sa.pool.NullPool, connect_args=args)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        return f"unsupported database URL {mask(parsed)}: {exc}"
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except DBAPIError as exc:
+        return _cannot_connect(exc, mask(url if isinstance(url, str) else parsed))
+    finally:
+        engine.dispose()
+    return None

@@ -14,6 +14,7 @@ import pytest
 import charm
 from tests.charm import demo_cloud
 from tests.charm.demo_cloud import DemoCloud
+from tests.charm.fake_packages import FakePackages
 from tests.charm.placement_cloud import PlacementCloud, copy_cloud, make_template
 
 
@@ -23,6 +24,14 @@ def backup_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "var-lib-novadb"
     monkeypatch.setattr(charm, "BACKUP_DIR", path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def packages(monkeypatch: pytest.MonkeyPatch) -> FakePackages:
+    """No test touches apt: the charm sees a noble unit with nova-common 34.0.0 (2026.2)."""
+    fake = FakePackages(version="34.0.0")
+    monkeypatch.setattr(charm.NovaCloudControllerCharm, "packages", fake)
+    return fake
 
 
 @pytest.fixture(scope="session")

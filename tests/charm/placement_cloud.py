@@ -56,7 +56,7 @@ class PlacementCloud:
     backups: Path  # charm.BACKUP_DIR for this test: not created until the charm needs it
 
     def state(self) -> testing.State:
-        return testing.State(config={"nova-conf": str(self.conf), "openstack-origin": "2026.2"})
+        return testing.State(config={"nova-conf": str(self.conf)})
 
     def rows(self, engine: sa.Engine, sql: str, **params: Any) -> list[Any]:
         return self.cloud.rows(engine, sql, **params)

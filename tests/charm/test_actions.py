@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,7 +40,7 @@ from ops import testing
 from scenario.errors import InconsistentScenarioError
 from sqlalchemy.engine import make_url
 
-from charm import NovaCloudControllerCharm
+from charm import PROBE_TIMEOUT, NovaCloudControllerCharm
 from charm_params import (
     ArchiveDataParams,
     ArchiveParams,
@@ -47,6 +49,7 @@ from charm_params import (
     HealAllocationsParams,
     NullUuidParams,
     OnlineMigrateParams,
+    OpenstackUpgradeParams,
     PlacementAuditParams,
     PurgeDataParams,
     PurgeParams,
@@ -55,21 +58,27 @@ from charm_params import (
     SyncParams,
     VersionParams,
 )
+from tests.charm.fake_packages import FakePackages
 
 ROOT = Path(__file__).resolve().parents[2]
 CHARMCRAFT: dict[str, Any] = yaml.safe_load((ROOT / "charmcraft.yaml").read_text())
 ACTIONS: dict[str, Any] = yaml.safe_load((ROOT / "actions.yaml").read_text())
-META = {k: CHARMCRAFT[k] for k in ("name", "title", "summary", "description")}
+# What `charmcraft pack` puts in metadata.yaml (links become other keys; not needed here).
+META = {
+    k: CHARMCRAFT[k] for k in ("name", "title", "summary", "description", "assumes", "requires")
+}
 FILES = {"main": "nova.sqlite", "api": "nova_api.sqlite", "placement": "placement.sqlite"}
 HEADS = {"api": "cdeec0c85668", "main": "ab450ba04102", "placement": "a082b8bb98d0"}
-AT_HEAD = "schema at head; matches installed 2026.2 (hibiscus)"
+CONF = "credentials: nova.conf"
+AT_HEAD = f"schema at head; matches installed 2026.2 (hibiscus); {CONF}"
+AT_HEAD_SECRET = AT_HEAD.replace(CONF, "credentials: database-secret")
 BAD_BEFORE = (
     "Invalid value for --before: String does not contain a date: garbage; "
     "give a date such as 2024-01-31 or '2024-01-31 12:00'"
 )
 NO_DB = (
-    "no database configured: {conf} does not exist and database-secret does not give both "
-    "connection and api-connection"
+    "no database configured: relate the application to mysql-router (shared-db), or set "
+    "database-secret, or provide {conf}"
 )
 SPEC = CloudSpec(instances=100, seed=42)
 
@@ -306,6 +315,7 @@ def test_param_defaults_match_actions_yaml() -> None:
         "rebuild-placement": RebuildPlacementParams,
         "archive-data": ArchiveDataParams,
         "purge-data": PurgeDataParams,
+        "openstack-upgrade": OpenstackUpgradeParams,
     }
     assert set(classes) == set(ACTIONS)
     for action, cls in classes.items():
@@ -334,7 +344,7 @@ def test_scenario_refuses_params_actions_yaml_does_not_allow() -> None:
 
 def test_version_at_head(head_cloud: Cloud) -> None:
     ctx = context()
-    out = run_action(ctx, head_cloud.state(**{"openstack-origin": "2026.2"}), "version")
+    out = run_action(ctx, head_cloud.state(), "version")
     assert ctx.action_results == {
         **{
             f"databases.{db}.{item}": value
@@ -351,11 +361,12 @@ def test_version_at_head(head_cloud: Cloud) -> None:
     assert out.unit_status == ops.ActiveStatus(AT_HEAD)
 
 
-def test_version_on_empty_databases(empty_cloud: Cloud) -> None:
+def test_version_on_empty_databases(empty_cloud: Cloud, packages: FakePackages) -> None:
+    packages.version = "29.0.0"  # 2024.1
     for name in FILES.values():
         (empty_cloud.directory / name).touch()
     ctx = context()
-    state = empty_cloud.state(**{"openstack-origin": "cloud:noble-caracal"})
+    state = empty_cloud.state()
     out = run_action(ctx, state, "version")
     pending = {db: len(revisions.chain(db)) for db in HEADS}
     assert pending == {"api": 3, "main": 10, "placement": 5}
@@ -372,37 +383,49 @@ def test_version_on_empty_databases(empty_cloud: Cloud) -> None:
         },
         "pending": "18",
     }
-    assert out.unit_status == ops.ActiveStatus(
-        "18 schema revisions pending; behind installed 2024.1 (caracal): run the sync action"
+    assert out.unit_status == ops.WaitingStatus(
+        "18 schema revisions pending; behind installed 2024.1 (caracal): waiting for the leader "
+        f"to migrate; {CONF}"
     )
 
 
-@pytest.mark.parametrize(
-    "origin",
-    ["cloud:noble-caracal", "cloud:noble-caracal/proposed", "caracal", "2024.1", " Caracal "],
-)
-def test_status_names_the_installed_release_from_openstack_origin(
-    head_cloud: Cloud, origin: str
+def test_status_names_the_release_of_the_installed_nova_common(
+    head_cloud: Cloud, packages: FakePackages
 ) -> None:
+    """The workload version is nova-common's upstream version; 29.x is 2024.1 (caracal)."""
+    packages.version = "29.2.0"
     ctx = context()
-    out = ctx.run(ctx.on.update_status(), head_cloud.state(**{"openstack-origin": origin}))
-    assert out.unit_status == ops.ActiveStatus(
-        "schema at head; ahead of installed 2024.1 (caracal)"
+    out = ctx.run(ctx.on.update_status(), head_cloud.state())
+    assert out.workload_version == "29.2.0"
+    assert out.unit_status == ops.BlockedStatus(
+        "schema at head; ahead of installed 2024.1 (caracal): the schema is newer than "
+        f"nova-common; set openstack-origin to the schema's release; {CONF}"
     )
 
 
-def test_status_behind_the_installed_release_until_sync(empty_cloud: Cloud) -> None:
+def test_status_behind_the_installed_release_until_sync(
+    empty_cloud: Cloud, packages: FakePackages
+) -> None:
     """Databases of an older release (2023.1) on a unit that runs 2024.1."""
+    packages.version = "29.0.0"
     sync(empty_cloud.settings, release="2023.1")
     ctx = context()
-    out = ctx.run(ctx.on.update_status(), empty_cloud.state(**{"openstack-origin": "caracal"}))
+    out = ctx.run(ctx.on.update_status(), empty_cloud.state())
     # main stops at 960aac0e09ea (6 to go), api at b30f573d3377 (1), placement at 422ece571366 (1).
-    assert out.unit_status == ops.ActiveStatus(
-        "8 schema revisions pending; behind installed 2024.1 (caracal): run the sync action"
+    assert out.unit_status == ops.WaitingStatus(
+        "8 schema revisions pending; behind installed 2024.1 (caracal): waiting for the leader "
+        f"to migrate; {CONF}"
     )
 
-    # What the status asks for: sync, which brings each database to 2024.1's heads.
-    out = run_action(ctx, empty_cloud.state(**{"openstack-origin": "caracal"}), "sync")
+    # The leader says what resumes the upgrade's database steps.
+    out = ctx.run(ctx.on.action("version"), dataclasses.replace(empty_cloud.state(), leader=True))
+    assert out.unit_status == ops.BlockedStatus(
+        "8 schema revisions pending; behind installed 2024.1 (caracal): run juju run "
+        f"nova-cloud-controller/leader openstack-upgrade; {CONF}"
+    )
+
+    # The sync action brings each database to 2024.1's heads.
+    out = run_action(ctx, empty_cloud.state(), "sync")
     assert ctx.action_results == {
         "release": "2024.1",
         "databases.api.before": "b30f573d3377",
@@ -417,33 +440,16 @@ def test_status_behind_the_installed_release_until_sync(empty_cloud: Cloud) -> N
         "applied": "5",
     }
     assert out.unit_status == ops.ActiveStatus(
-        "3 schema revisions pending; matches installed 2024.1 (caracal)"
+        f"3 schema revisions pending; matches installed 2024.1 (caracal); {CONF}"
     )
 
 
-def test_status_without_origin_reads_the_nova_common_package(
-    head_cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """openstack-origin empty: dpkg-query's nova-common version decides (29.x is 2024.1)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    dpkg = bin_dir / "dpkg-query"
-    dpkg.write_text(
-        "#!/bin/sh\n[ \"$*\" = '-W -f ${Version} nova-common' ] || exit 9\n"
-        "printf '3:29.2.0-0ubuntu1~cloud0'\n"
-    )
-    dpkg.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:/bin:/usr/bin")
+def test_without_nova_common_sync_goes_to_head(head_cloud: Cloud, packages: FakePackages) -> None:
+    packages.version = None
     ctx = context()
-    out = ctx.run(ctx.on.update_status(), head_cloud.state())
-    assert out.unit_status == ops.ActiveStatus(
-        "schema at head; ahead of installed 2024.1 (caracal)"
-    )
-
-    # No package (no dpkg-query at all): no release to compare with, and sync goes to head.
-    dpkg.unlink()
     out = run_action(ctx, head_cloud.state(), "sync")
-    assert out.unit_status == ops.ActiveStatus("schema at head")
+    assert out.unit_status == ops.ActiveStatus(f"schema at head; {CONF}")
+    assert out.workload_version == ""
     assert ctx.action_results == {
         "release": "head",
         **{f"databases.{db}.before": h for db, h in HEADS.items()},
@@ -453,24 +459,23 @@ def test_status_without_origin_reads_the_nova_common_package(
     }
 
 
-def test_unknown_origin_is_logged_and_ignored(head_cloud: Cloud) -> None:
+def test_an_origin_that_cannot_work_blocks_and_installs_nothing(
+    head_cloud: Cloud, packages: FakePackages
+) -> None:
     ctx = context()
-    out = ctx.run(
-        ctx.on.update_status(), head_cloud.state(**{"openstack-origin": "cloud:noble-zebra"})
+    state = head_cloud.state(**{"openstack-origin": "cloud:noble-zebra"})
+    out = ctx.run(ctx.on.config_changed(), state)
+    assert out.unit_status == ops.BlockedStatus(
+        "openstack-origin cloud:noble-zebra: the Cloud Archive has no zebra pocket for noble; "
+        "use distro, cloud:noble-<codename> (e.g. cloud:noble-dalmatian) or a release name"
     )
-    assert out.unit_status == ops.ActiveStatus("schema at head")
-    assert (
-        testing.JujuLogLine(
-            "WARNING", "openstack-origin 'cloud:noble-zebra' names no release novadb knows"
-        )
-        in ctx.juju_log
-    )
+    assert packages.installs == []
 
 
 def test_blocked_without_nova_conf_or_secret(tmp_path: Path) -> None:
     conf = tmp_path / "absent" / "nova.conf"
     ctx = context()
-    state = testing.State(config={"nova-conf": str(conf), "openstack-origin": "2026.2"})
+    state = testing.State(config={"nova-conf": str(conf)})
     out = ctx.run(ctx.on.update_status(), state)
     assert out.unit_status == ops.BlockedStatus(NO_DB.format(conf=conf))
     with pytest.raises(testing.ActionFailed) as failed:
@@ -481,10 +486,10 @@ def test_blocked_without_nova_conf_or_secret(tmp_path: Path) -> None:
 
 def test_blocked_when_a_database_file_is_missing(empty_cloud: Cloud) -> None:
     ctx = context()
-    out = ctx.run(ctx.on.update_status(), empty_cloud.state(**{"openstack-origin": "2026.2"}))
+    out = ctx.run(ctx.on.update_status(), empty_cloud.state())
     path = empty_cloud.directory / FILES["api"]
     assert out.unit_status == ops.BlockedStatus(
-        f"SQLite database {path} does not exist; run `novadb sync` first or check the URL"
+        f"SQLite database {path} does not exist; run `novadb sync` first or check the URL; {CONF}"
     )
 
 
@@ -496,22 +501,92 @@ def test_blocked_when_the_server_is_unreachable(tmp_path: Path) -> None:
     assert out.unit_status == ops.BlockedStatus(
         "cannot connect to mysql+pymysql://nova:***@127.0.0.1:1/api: (2003, \"Can't connect to "
         "MySQL server on '127.0.0.1' ([Errno 111] Connection refused)\"); is the server "
-        "running and reachable?"
+        f"running and reachable?; {CONF}"
     )
+
+
+@dataclass
+class SilentServer:
+    """A TCP port on 127.0.0.1 that accepts connections and never says a word (a hung node)."""
+
+    port: int
+    accepted: int = 0
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.1)
+    server = SilentServer(listener.getsockname()[1])
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+            server.accepted += 1
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def test_status_on_a_hung_server_is_one_bounded_connect_then_cached(
+    tmp_path: Path, silent_server: SilentServer
+) -> None:
+    """One connect of at most PROBE_TIMEOUT when status looks again, none when it need not.
+
+    The library's own connect retries for ~10 s against such a server; the
+    status must not pay that in every hook.  An action that cannot change the
+    schema (here one refused for its params) reuses the stored answer.
+    """
+    port = silent_server.port
+    urls = {db: f"mysql+pymysql://nova:pw@127.0.0.1:{port}/{db}" for db in FILES}
+    conf = write_nova_conf(tmp_path / "nova.conf", urls)
+    ctx = context()
+    started = time.monotonic()
+    out = ctx.run(ctx.on.update_status(), testing.State(config={"nova-conf": str(conf)}))
+    assert time.monotonic() - started < PROBE_TIMEOUT + 5
+    blocked = ops.BlockedStatus(
+        f"cannot connect to mysql+pymysql://nova:***@127.0.0.1:{port}/api: (2013, "
+        "'Lost connection to MySQL server during query (timed out)'); is the server running "
+        f"and reachable?; {CONF}"
+    )
+    assert out.unit_status == blocked
+    assert silent_server.accepted == 1
+
+    with pytest.raises(testing.ActionFailed) as failed:
+        run_action(ctx, out, "rebuild-placement", {"restore": "backup.json.gz", "force": True})
+    assert failed.value.message.startswith("restore takes no other rebuild-placement param")
+    assert state_after(failed.value).unit_status == blocked
+    assert silent_server.accepted == 1
 
 
 # -- sync ----------------------------------------------------------------------------------
 
 
-def test_sync_stops_at_the_installed_releases_heads(empty_cloud: Cloud) -> None:
-    """cloud:noble-caracal is 2024.1: main stops at the last revision 2024.1 shipped."""
+def test_sync_stops_at_the_installed_releases_heads(
+    empty_cloud: Cloud, packages: FakePackages
+) -> None:
+    """nova-common 29.x is 2024.1: main stops at the last revision 2024.1 shipped."""
+    packages.version = "29.0.0"
     caracal = release_index("2024.1")
     main_chain = revisions.chain("main")
     shipped = [r for r in main_chain if release_index(FIRST_RELEASE["main"][r]) <= caracal]
     assert shipped == list(main_chain[: len(shipped)]) and shipped[-1] == "13863f4e1612"
 
     ctx = context()
-    state = empty_cloud.state(**{"openstack-origin": "cloud:noble-caracal"})
+    state = empty_cloud.state()
     out = run_action(ctx, state, "sync")
 
     assert ctx.action_results == {
@@ -531,21 +606,25 @@ def test_sync_stops_at_the_installed_releases_heads(empty_cloud: Cloud) -> None:
     api_url = empty_cloud.settings.url("api")
     assert ctx.action_logs[0] == f"api ({api_url}): empty -> {HEADS['api']}"
     assert out.unit_status == ops.ActiveStatus(
-        "3 schema revisions pending; matches installed 2024.1 (caracal)"
+        f"3 schema revisions pending; matches installed 2024.1 (caracal); {CONF}"
     )
 
 
-def test_sync_release_param_overrides_the_installed_release(empty_cloud: Cloud) -> None:
+def test_sync_release_param_overrides_the_installed_release(
+    empty_cloud: Cloud, packages: FakePackages
+) -> None:
+    packages.version = "29.0.0"
     ctx = context()
-    state = empty_cloud.state(**{"openstack-origin": "cloud:noble-caracal"})
+    state = empty_cloud.state()
     out = run_action(ctx, state, "sync", {"release": "epoxy"})
     assert ctx.action_results is not None
     assert ctx.action_results["release"] == "epoxy"
     assert ctx.action_results["databases.main.after"] == "2903cd72dc14"
     assert ctx.action_results["databases.main.applied"] == "9"
     assert empty_cloud.revision("main") == "2903cd72dc14"
-    assert out.unit_status == ops.ActiveStatus(
-        "1 schema revision pending; ahead of installed 2024.1 (caracal)"
+    assert out.unit_status == ops.BlockedStatus(
+        "1 schema revision pending; ahead of installed 2024.1 (caracal): the schema is newer "
+        f"than nova-common; set openstack-origin to the schema's release; {CONF}"
     )
 
     out = run_action(ctx, state, "sync", {"release": "2026.2"})
@@ -560,14 +639,15 @@ def test_sync_release_param_overrides_the_installed_release(empty_cloud: Cloud) 
         "applied": "1",
     }
     assert empty_cloud.revision("main") == HEADS["main"]
-    assert out.unit_status == ops.ActiveStatus(
-        "schema at head; ahead of installed 2024.1 (caracal)"
+    assert out.unit_status == ops.BlockedStatus(
+        "schema at head; ahead of installed 2024.1 (caracal): the schema is newer than "
+        f"nova-common; set openstack-origin to the schema's release; {CONF}"
     )
 
 
 def test_sync_one_database_to_a_revision(empty_cloud: Cloud) -> None:
     ctx = context()
-    state = empty_cloud.state(**{"openstack-origin": "2026.2"})
+    state = empty_cloud.state()
     run_action(ctx, state, "sync", {"database": "api", "revision": "b30f"})
     assert ctx.action_results == {
         "release": "head",
@@ -611,7 +691,7 @@ def test_archive_until_complete_with_purge(cloud: Cloud) -> None:
     ctx = context()
     out = run_action(
         ctx,
-        cloud.state(**{"openstack-origin": "2026.2"}),
+        cloud.state(),
         "archive",
         {"until-complete": True, "purge": True},
     )
@@ -874,7 +954,7 @@ def test_cou_archive_loop_ends_after_one_call(cloud: Cloud) -> None:
     expected = complete_archive(cloud)
     total = sum(n for t, n in expected.items() if "." not in t)
     ctx = context()
-    state = cloud.state(**{"openstack-origin": "2026.2"})
+    state = cloud.state()
     calls = cou_archive(ctx, state, batch_size=10)
     assert len(calls) <= 2
     first = calls[0]
@@ -907,7 +987,7 @@ def test_cou_archive_loop_ends_after_one_call(cloud: Cloud) -> None:
 
 def test_archive_data_on_a_clean_cell(head_cloud: Cloud) -> None:
     ctx = context()
-    out = run_action(ctx, head_cloud.state(**{"openstack-origin": "2026.2"}), "archive-data")
+    out = run_action(ctx, head_cloud.state(), "archive-data")
     assert results(ctx) == {
         "total": "0",
         "batches": "0",
@@ -932,7 +1012,7 @@ def test_archive_data_stopped_early_does_not_claim_nothing_is_left(cloud: Cloud)
 def test_cou_purge_data(cloud: Cloud) -> None:
     expected = {f"shadow_{t}": n for t, n in complete_archive(cloud).items() if "." not in t}
     ctx = context()
-    state = cloud.state(**{"openstack-origin": "2026.2"})
+    state = cloud.state()
     cou_archive(ctx, state, batch_size=1000)
 
     run_action(ctx, state, "purge-data")
@@ -1014,7 +1094,7 @@ def test_bad_params_fail_with_one_line_and_change_nothing(
     before = cloud.tables(), cloud.tables("api"), cloud.tables("placement")
     ctx = context()
     with pytest.raises(testing.ActionFailed) as failed:
-        run_action(ctx, cloud.state(**{"openstack-origin": "2026.2"}), action, params)
+        run_action(ctx, cloud.state(), action, params)
     assert failed.value.message == message
     assert "\n" not in failed.value.message
     assert not ctx.action_results
@@ -1041,7 +1121,8 @@ def assert_never_shown(
 
 
 # check reports an unreachable database as a finding: test_check_action.py.
-@pytest.mark.parametrize("action", sorted(set(ACTIONS) - {"check"}))
+# openstack-upgrade on a unit that is not the leader touches no database.
+@pytest.mark.parametrize("action", sorted(set(ACTIONS) - {"check", "openstack-upgrade"}))
 def test_password_never_shown_when_access_is_denied(
     tmp_path: Path, mysql_url_base: str, action: str
 ) -> None:
@@ -1097,7 +1178,6 @@ def test_database_secret_overrides_nova_conf(
         config={
             "nova-conf": str(from_conf.conf),
             "database-secret": secret.id,
-            "openstack-origin": "2026.2",
         },
         secrets={secret},
     )
@@ -1109,7 +1189,7 @@ def test_database_secret_overrides_nova_conf(
         assert ctx.action_results["total"] != "0"
         assert from_secret.count("main", "SELECT count(*) FROM instances WHERE deleted != 0") == 0
         assert from_conf.tables() == conf_before
-        assert out.unit_status == ops.ActiveStatus(AT_HEAD)
+        assert out.unit_status == ops.ActiveStatus(AT_HEAD_SECRET)
     finally:
         from_conf.dispose()
         from_secret.dispose()
@@ -1121,14 +1201,13 @@ def test_database_secret_without_nova_conf(head_cloud: Cloud, tmp_path: Path) ->
         config={
             "nova-conf": str(tmp_path / "absent.conf"),
             "database-secret": secret.id,
-            "openstack-origin": "2026.2",
         },
         secrets={secret},
     )
     ctx = context()
     out = run_action(ctx, state, "version")
     assert ctx.action_results is not None and ctx.action_results["pending"] == "0"
-    assert out.unit_status == ops.ActiveStatus(AT_HEAD)
+    assert out.unit_status == ops.ActiveStatus(AT_HEAD_SECRET)
 
 
 def test_database_secret_with_a_password_is_never_shown(tmp_path: Path) -> None:

@@ -31,7 +31,10 @@ from tests.charm.test_actions import (
     write_nova_conf,
 )
 
-BEHIND = "2 schema revisions pending; behind installed 2026.2 (hibiscus): run the sync action"
+BEHIND = (
+    "2 schema revisions pending; behind installed 2026.2 (hibiscus): waiting for the leader to "
+    "migrate; credentials: nova.conf"
+)
 ONLINE_FIX = "novadb online-migrate --database main --all-cells"
 Found = tuple[str, str, str, str]
 # (severity, database, code, subject) of every finding on the demo's cloud, worst first.
@@ -46,7 +49,7 @@ PLACEMENT_AUDIT = ("warning", "placement", "name-conflict", "")
 
 
 def state(demo: DemoCloud) -> testing.State:
-    return testing.State(config={"nova-conf": str(demo.conf), "openstack-origin": "2026.2"})
+    return testing.State(config={"nova-conf": str(demo.conf)})
 
 
 def found(got: dict[str, str]) -> list[Found]:
@@ -107,7 +110,7 @@ def test_check_reports_the_pending_online_migration_as_a_blocker(demo: DemoCloud
         "cell1: blocker: " + got["findings.0.summary"]
     ]
     assert len(ctx.action_logs) == 1 + len(FOUND)
-    assert out.unit_status == ops.ActiveStatus(BEHIND)
+    assert out.unit_status == ops.WaitingStatus(BEHIND)
     assert digests(demo) == before
 
 
@@ -171,5 +174,6 @@ def test_check_without_a_database_fails(tmp_path: Path, params: dict[str, bool])
     ctx = context()
     with pytest.raises(testing.ActionFailed) as failed:
         run_action(ctx, testing.State(config={"nova-conf": str(conf)}), "check", params)
-    assert failed.value.message.startswith(f"no database configured: {conf} does not exist")
+    assert failed.value.message.startswith("no database configured: relate the application")
+    assert failed.value.message.endswith(f"or provide {conf}")
     assert not ctx.action_results

@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHARMCRAFT: dict[str, Any] = yaml.safe_load((ROOT / "charmcraft.yaml").read_text())
 ACTIONS: dict[str, Any] = yaml.safe_load((ROOT / "actions.yaml").read_text())
 UNIT = "nova-cloud-controller/1"
+# The status after an action on databases at head, credentials from nova.conf.
+AT_HEAD = "schema at head; matches installed 2026.2 (hibiscus); credentials: nova.conf"
 MODEL_UUID = "5a1f2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 # Keys of charmcraft.yaml that `charmcraft pack` moves into metadata.yaml.
 METADATA_KEYS = (
@@ -71,8 +73,36 @@ ALL_HOOK_TOOLS = (
 )  # fmt: skip
 ANSWERED_TOOLS = frozenset({
     "action-fail", "action-get", "action-log", "action-set", "application-version-set",
-    "config-get", "is-leader", "juju-log", "secret-get", "status-get", "status-set",
+    "config-get", "is-leader", "juju-log", "network-get", "relation-get", "relation-ids",
+    "relation-list", "relation-set", "secret-get", "status-get", "status-set",
 })  # fmt: skip
+# dpkg as the charm's apt library runs it: the architecture, and `dpkg -l PACKAGE`
+# answered from packages.json (name -> Debian version; absent: not installed).
+DPKG = r"""
+import json
+import sys
+from pathlib import Path
+
+agent = Path(sys.argv[0]).parent.parent
+argv = sys.argv[1:]
+if argv == ["--print-architecture"]:
+    print("amd64")
+    sys.exit(0)
+if len(argv) == 2 and argv[0] == "-l":
+    version = json.loads((agent / "packages.json").read_text()).get(argv[1])
+    if version is None:
+        print(f"dpkg-query: no packages found matching {argv[1]}", file=sys.stderr)
+        sys.exit(1)
+    print("Desired=Unknown/Install/Remove/Purge/Hold")
+    print("| Status=Not/Inst/Conf-files/Unpacked/halF-conf/Half-inst/trig-aWait/Trig-pend")
+    print("|/ Err?=(none)/Reinst-required (Status,Err: uppercase=bad)")
+    print("||/ Name           Version           Architecture Description")
+    print("+++-==============-=================-============-=========================")
+    print(f"ii  {argv[1]}    {version} all          OpenStack Compute - common files")
+    sys.exit(0)
+print(f"fake dpkg: unexpected arguments {argv}", file=sys.stderr)
+sys.exit(2)
+"""
 
 # One script for every tool; its file name says which tool it is.  It keeps
 # Juju's argument checks where a charm could trip on them (action-set keys,
@@ -136,6 +166,34 @@ elif tool == "action-set":
 elif tool == "status-set":
     if not positional or positional[0] not in ("maintenance", "blocked", "waiting", "active"):
         refuse(f"invalid status {positional[:1]}", 2)
+elif tool == "relation-ids":
+    relation = load("relations.json").get(positional[0])
+    print(json.dumps([f"{positional[0]}:{relation['id']}"] if relation else []))
+elif tool in ("relation-list", "relation-get", "relation-set"):
+    ref = argv[argv.index("-r") + 1]
+    relation = next(
+        (r for r in load("relations.json").values() if str(r["id"]) == ref.split(":")[-1]), None
+    )
+    if relation is None:
+        refuse(f"invalid value {ref!r} for option -r: relation not found", 2)
+    if tool == "relation-list":
+        print(json.dumps(relation["app"] if "--app" in argv else sorted(relation["units"])))
+    elif tool == "relation-get":
+        member = positional[-1]
+        if "--app" in argv:
+            data = relation["app_data"] if member.split("/")[0] == relation["app"] else {}
+        else:
+            data = relation["units"].get(member, relation["local"].get(member, {}))
+        print(json.dumps(data))
+elif tool == "network-get":
+    address = {"hostname": "", "value": "10.5.0.21", "cidr": "10.5.0.0/24"}
+    print(json.dumps({
+        "bind-addresses": [
+            {"mac-address": "", "interface-name": "eth0", "addresses": [address]}
+        ],
+        "egress-subnets": ["10.5.0.21/32"],
+        "ingress-addresses": ["10.5.0.21"],
+    }))
 elif tool in ("action-fail", "action-log", "juju-log", "application-version-set"):
     pass
 else:
@@ -261,7 +319,14 @@ class FakeJuju:
             path = self.bin / tool
             path.write_text(script)
             path.chmod(0o755)
+        dpkg = self.bin / "dpkg"
+        dpkg.write_text(f"#!{sys.executable}\n{DPKG.lstrip()}")
+        dpkg.chmod(0o755)
         self.secrets: dict[str, dict[str, str]] = {}
+        # nova-common as Ubuntu's 2026.2 packages it (Nova 34).
+        self.packages: dict[str, str] = {"nova-common": "3:34.0.0-0ubuntu1"}
+        # endpoint -> {"id", "app", "units": {unit: data}, "app_data", "local": {unit: data}}
+        self.relations: dict[str, dict[str, Any]] = {}
         self.config: dict[str, Any] = config_defaults()
         self.tools_called: set[str] = set()
         self._runs = 0
@@ -303,6 +368,8 @@ class FakeJuju:
         (self.agent / "action-params.json").write_text(json.dumps(full))
         (self.agent / "config.json").write_text(json.dumps(self.config))
         (self.agent / "secrets.json").write_text(json.dumps(self.secrets))
+        (self.agent / "packages.json").write_text(json.dumps(self.packages))
+        (self.agent / "relations.json").write_text(json.dumps(self.relations))
         calls_file = self.agent / "calls.jsonl"
         calls_file.write_text("")
         environ = self.env(action)
@@ -449,7 +516,7 @@ def test_sync_archive_data_purge_data_as_juju_and_cou_run_them(
     juju: FakeJuju, mariadb_cloud: Cloud
 ) -> None:
     cloud = mariadb_cloud
-    juju.config.update({"nova-conf": str(cloud.conf), "openstack-origin": "cloud:noble-hibiscus"})
+    juju.config.update({"nova-conf": str(cloud.conf)})
 
     # sync: the three empty databases to the installed release (2026.2: every head).
     run = juju.run("sync")
@@ -470,9 +537,9 @@ def test_sync_archive_data_purge_data_as_juju_and_cou_run_them(
     assert run.logs[0] == f"api ({mask(cloud.settings.url('api'))}): empty -> cdeec0c85668"
     assert run.tools == {
         "action-get", "config-get", "juju-log", "action-log", "action-set", "is-leader",
-        "status-set",
+        "status-set", "relation-ids", "application-version-set",
     }  # fmt: skip
-    assert run.statuses == [("active", "schema at head; matches installed 2026.2 (hibiscus)")]
+    assert run.statuses == [("active", AT_HEAD)]
     for engine, head in ((cloud.api, "cdeec0c85668"), (cloud.main, "ab450ba04102")):
         assert count(engine, f"SELECT count(*) FROM alembic_version WHERE version_num = '{head}'")
     assert count(cloud.placement, "SELECT count(*) FROM alembic_version") == 1
@@ -510,7 +577,7 @@ def test_sync_archive_data_purge_data_as_juju_and_cou_run_them(
     assert int(results["batches"]) >= -(-gen.deleted_instances // 50) + 3
     assert first.logs, "archive-data streams progress with action-log"
     assert first.logs[-1].endswith(f"(total {total})")
-    assert first.statuses == [("active", "schema at head; matches installed 2026.2 (hibiscus)")]
+    assert first.statuses == [("active", AT_HEAD)]
 
     # The end state: no deleted row left live, every moved row in its shadow table.
     assert count(cloud.main, "SELECT count(*) FROM instances WHERE deleted != 0") == 0
@@ -548,7 +615,7 @@ def test_sync_archive_data_purge_data_as_juju_and_cou_run_them(
     run.assert_succeeded()
     assert run.results["output"] == "Purging stale soft-deleted rows and no data was deleted"
     assert run.results["total"] == "0"
-    assert ("active", "schema at head; matches installed 2026.2 (hibiscus)") in run.statuses
+    assert ("active", AT_HEAD) in run.statuses
     assert juju.tools_called <= ANSWERED_TOOLS
 
 
@@ -559,7 +626,7 @@ def test_bad_before_fails_the_action_and_touches_nothing(
     sync(cloud.settings)
     populate(cloud.main, cloud.api, CloudSpec(instances=60, seed=3))
     before = (table_counts(cloud.main), table_counts(cloud.api))
-    juju.config.update({"nova-conf": str(cloud.conf), "openstack-origin": "2026.2"})
+    juju.config.update({"nova-conf": str(cloud.conf)})
 
     run = juju.run("archive", {"before": "garbage"})
 
@@ -572,8 +639,9 @@ def test_bad_before_fails_the_action_and_touches_nothing(
     assert run.of("action-set") == []
     assert run.tools == {
         "action-get", "config-get", "juju-log", "action-fail", "is-leader", "status-set",
+        "relation-ids", "application-version-set",
     }  # fmt: skip
-    assert run.statuses == [("active", "schema at head; matches installed 2026.2 (hibiscus)")]
+    assert run.statuses == [("active", AT_HEAD)]
     assert (table_counts(cloud.main), table_counts(cloud.api)) == before
 
 
@@ -599,7 +667,7 @@ def test_dispatch_runs_without_novadb_charm_python(
     shim.mkdir()
     (shim / "python3").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
     (shim / "python3").chmod(0o755)
-    juju.config.update({"nova-conf": str(sqlite_cloud.conf), "openstack-origin": "2026.2"})
+    juju.config.update({"nova-conf": str(sqlite_cloud.conf)})
     path = f"{juju.bin}:{shim}:/usr/bin:/bin"
     run = juju.run("version", env={"NOVADB_CHARM_PYTHON": None, "PATH": path})
     run.assert_succeeded()
@@ -622,13 +690,11 @@ def test_database_secret_from_secret_get_overrides_nova_conf(
         "api-connection": s.url("api"),
         "placement-connection": s.url("placement"),
     }
-    juju.config.update(
-        {"nova-conf": str(conf), "openstack-origin": "2026.2", "database-secret": f"secret:{xid}"}
-    )
+    juju.config.update({"nova-conf": str(conf), "database-secret": f"secret:{xid}"})
     run = juju.run("version")
     run.assert_succeeded()
     assert run.results["pending"] == "0"
-    assert run.statuses == [("active", "schema at head; matches installed 2026.2 (hibiscus)")]
+    assert run.statuses == [("active", AT_HEAD.replace("nova.conf", "database-secret"))]
     assert any(c.tool == "secret-get" for c in run.calls)
     assert not bogus.exists()
 
@@ -639,8 +705,8 @@ def test_placement_actions_as_juju_runs_them(juju: FakeJuju, pcloud: PlacementCl
     Orphans deleted, lost allocations healed, a bad param refused, the
     aggregates checked, Placement rebuilt into a backup and restored from it.
     """
-    at_head = ("active", "schema at head; matches installed 2026.2 (hibiscus)")
-    juju.config.update({"nova-conf": str(pcloud.conf), "openstack-origin": "2026.2"})
+    at_head = ("active", AT_HEAD)
+    juju.config.update({"nova-conf": str(pcloud.conf)})
     orphans = add_orphan_allocations(pcloud.cloud.placement, 2, seed=1)
     lost = drop_allocations(pcloud.cloud.settings, 2, seed=1)
 
@@ -693,7 +759,7 @@ def test_check_as_juju_runs_it(juju: FakeJuju, demo: DemoCloud) -> None:
     The demo's cloud at 2025.1 has an online migration to run: check says so
     as a blocker, online-migrate runs it, and check no longer does.
     """
-    juju.config.update({"nova-conf": str(demo.conf), "openstack-origin": "2026.2"})
+    juju.config.update({"nova-conf": str(demo.conf)})
     run = juju.run("check")
     run.assert_succeeded()
     assert (run.results["exit-code"], run.results["blockers"]) == ("2", "1")
@@ -715,12 +781,15 @@ def test_packed_layout_has_what_ops_reads(juju: FakeJuju) -> None:
     """The packed directory is what ops expects: metadata with the name, every action."""
     meta = yaml.safe_load((juju.charm_dir / "metadata.yaml").read_text())
     assert meta["name"] == "nova-cloud-controller"
-    assert meta["source"] == CHARMCRAFT["links"]["source"]
+    assert meta["docs"] == CHARMCRAFT["links"]["documentation"]
+    assert meta["website"] == CHARMCRAFT["links"]["website"]
+    assert meta["assumes"] == ["juju >= 3.3"]
+    assert meta["requires"] == {"shared-db": {"interface": "mysql-shared", "limit": 1}}
     assert "config" not in meta and "parts" not in meta
     actions = yaml.safe_load((juju.charm_dir / "actions.yaml").read_text())
     assert set(actions) == {
         "sync", "version", "online-migrate", "archive", "purge", "null-instance-uuid-scan",
         "check", "placement-audit", "heal-allocations", "sync-aggregates", "rebuild-placement",
-        "archive-data", "purge-data",
+        "archive-data", "purge-data", "openstack-upgrade",
     }  # fmt: skip
     assert os.access(juju.charm_dir / "dispatch", os.X_OK)
