@@ -76,6 +76,7 @@ from charm_results import (
     archive_data_results,
     archive_failure,
     archive_results,
+    as_text,
     audit_results,
     check_results,
     heal_failure,
@@ -343,7 +344,7 @@ class NovaCloudControllerCharm(ops.CharmBase):
             )
             return
         log.flush()
-        event.set_results({k: scrub(str(v)) for k, v in results.items()})
+        event.set_results({k: scrub(as_text(v)) for k, v in results.items()})
         if failure:
             event.fail(scrub(failure))
 

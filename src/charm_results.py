@@ -64,14 +64,30 @@ def flatten(rows: dict[str, int], prefix: str = "rows") -> dict[str, str]:
     return {result_key(prefix, *table.split(".")): str(n) for table, n in sorted(rows.items())}
 
 
+def index(i: int, limit: int = LISTED) -> str:
+    """``i`` zero-padded to the width of ``limit - 1``: ``00`` … ``19``.
+
+    Juju shows result keys sorted as text, so ``findings.10`` would come
+    before ``findings.2``; padded, they read in the order the library gave.
+    """
+    return f"{i:0{len(str(max(limit - 1, 0)))}d}"
+
+
+def as_text(value: object) -> str:
+    """A result value as Juju shows it: booleans in YAML's ``true``/``false``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def numbered(prefix: str, items: Sequence[Mapping[str, object]], limit: int) -> dict[str, str]:
-    """The first ``limit`` items as ``prefix.0.field``, ``prefix.1.field``, ...
+    """The first ``limit`` items as ``prefix.00.field``, ``prefix.01.field``, ...
 
     Juju has no lists, only keys; numbering keeps the order the library gave.
     Fields that are None or empty are left out (Juju shows no empty values).
     """
     return {
-        result_key(prefix, str(i), name): str(value)
+        result_key(prefix, index(i, limit), name): as_text(value)
         for i, item in enumerate(items[:limit])
         for name, value in item.items()
         if value is not None and value != ""
@@ -369,7 +385,7 @@ def rebuild_results(result: RebuildResult) -> Results:
     for step in result.steps:
         out[f"steps.{step.number}.name"] = step.name
         out[f"steps.{step.number}.summary"] = step.summary
-    out.update({f"reasons.{i}": reason for i, reason in enumerate(result.reasons)})
+    out.update({f"reasons.{index(i)}": reason for i, reason in enumerate(result.reasons)})
     if result.backup is not None:
         out["backup.path"] = str(result.backup.path)
         out["backup.digest"] = result.backup.digest

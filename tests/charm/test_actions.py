@@ -670,8 +670,8 @@ def test_archive_without_until_complete_spends_batch_size_on_parent_rows(cloud: 
     assert results(ctx) == {
         "total": "10",
         "batches": "2",
-        "complete": "False",
-        "dry-run": "False",
+        "complete": "false",
+        "dry-run": "false",
         "stopped": "budget",
         "rows.compute-nodes": str(SPEC.deleted_hosts),
         "rows.instance-id-mappings": str(10 - SPEC.deleted_hosts),
@@ -699,8 +699,8 @@ def test_archive_until_complete_with_purge(cloud: Cloud) -> None:
     assert int(got.pop("batches")) > 0
     assert got == {
         "total": str(total),
-        "complete": "True",
-        "dry-run": "False",
+        "complete": "true",
+        "dry-run": "false",
         **{key(t): str(n) for t, n in expected.items()},
         **{key(f"shadow_{t}", "purged"): str(n) for t, n in expected.items() if "." not in t},
     }
@@ -717,8 +717,8 @@ def test_archive_dry_run_counts_and_moves_nothing(cloud: Cloud) -> None:
     assert results(ctx) == {
         "total": str(sum(n for t, n in expected.items() if "." not in t)),
         "batches": "0",
-        "complete": "True",
-        "dry-run": "True",
+        "complete": "true",
+        "dry-run": "true",
         **{key(t): str(n) for t, n in expected.items()},
     }
     assert (cloud.tables(), cloud.tables("api")) == before
@@ -763,7 +763,7 @@ def test_archive_reports_rows_held_back(cloud: Cloud) -> None:
     run_action(ctx, cloud.state(), "archive", {"until-complete": True})
     got = results(ctx)
     assert got["held-back.instances"] == "1"
-    assert got["complete"] == "True"
+    assert got["complete"] == "true"
     assert cloud.gen is not None
     assert got["rows.instances"] == str(cloud.gen.deleted_instances - 1)
     assert cloud.count("main", f"SELECT count(*) FROM instances WHERE uuid = '{uuid}'") == 1
@@ -785,7 +785,7 @@ def test_archive_failure_of_one_table_sets_results_and_fails(cloud: Cloud) -> No
     )
     assert failed.value.message == message
     got = results(ctx)
-    assert got["complete"] == "False"
+    assert got["complete"] == "false"
     assert "rows.instances" not in got
     assert message in ctx.action_logs  # warnings are logged at once, never throttled
     assert cloud.count("main", "SELECT count(*) FROM shadow_instances") == 0
@@ -803,7 +803,7 @@ def test_purge_all(cloud: Cloud) -> None:
     run_action(ctx, cloud.state(), "purge", {"all": True, "batch-size": 100})
     assert results(ctx) == {
         "total": str(sum(expected.values())),
-        "dry-run": "False",
+        "dry-run": "false",
         **{key(t): str(n) for t, n in expected.items()},
     }
     assert all(n == 0 for t, n in cloud.tables().items() if t.startswith("shadow_"))
@@ -835,7 +835,7 @@ def test_purge_before_uses_novas_timestamp_columns(cloud: Cloud) -> None:
     run_action(ctx, cloud.state(), "purge", {"before": before, "dry-run": True})
     assert results(ctx) == {
         "total": str(sum(expected.values())),
-        "dry-run": "True",
+        "dry-run": "true",
         **{key(t): str(n) for t, n in expected.items()},
     }
     assert cloud.tables() == shadows_before
@@ -845,7 +845,7 @@ def test_purge_before_uses_novas_timestamp_columns(cloud: Cloud) -> None:
     output = got.pop("output")
     assert got == {
         "total": str(sum(expected.values())),
-        "dry-run": "False",
+        "dry-run": "false",
         **{key(t): str(n) for t, n in expected.items()},
     }
     # nova-manage's lines in table order: a table with no timestamp is named, not purged.
@@ -905,7 +905,7 @@ def test_null_instance_uuid_scan_then_delete(cloud: Cloud) -> None:
     run_action(ctx, cloud.state(), "null-instance-uuid-scan")
     assert ctx.action_results == {
         "total": "4",
-        "deleted": "False",
+        "deleted": "false",
         "rows.main.instance-actions": "1",
         "rows.main.instance-faults": "2",
         "rows.main.shadow-instance-metadata": "1",
@@ -916,7 +916,7 @@ def test_null_instance_uuid_scan_then_delete(cloud: Cloud) -> None:
     run_action(ctx, cloud.state(), "null-instance-uuid-scan", {"delete": True})
     assert ctx.action_results == {
         "total": "5",
-        "deleted": "True",
+        "deleted": "true",
         "rows.main.instance-actions": "1",
         "rows.main.instance-actions-events": "1",
         "rows.main.instance-faults": "2",
@@ -962,8 +962,8 @@ def test_cou_archive_loop_ends_after_one_call(cloud: Cloud) -> None:
     assert int(first.pop("batches")) >= -(-SPEC.instances // 2 // 10)
     assert first == {
         "total": str(total),
-        "complete": "True",
-        "dry-run": "False",
+        "complete": "true",
+        "dry-run": "false",
         **{key(t): str(n) for t, n in expected.items()},
         "archive-deleted-rows": nova_manage_table(expected)
         + "\nArchive complete: Nothing was archived in the final pass.",
@@ -979,8 +979,8 @@ def test_cou_archive_loop_ends_after_one_call(cloud: Cloud) -> None:
     assert calls[0] == {
         "total": "0",
         "batches": "0",
-        "complete": "True",
-        "dry-run": "False",
+        "complete": "true",
+        "dry-run": "false",
         "archive-deleted-rows": "Nothing was archived.",
     }
 
@@ -991,8 +991,8 @@ def test_archive_data_on_a_clean_cell(head_cloud: Cloud) -> None:
     assert results(ctx) == {
         "total": "0",
         "batches": "0",
-        "complete": "True",
-        "dry-run": "False",
+        "complete": "true",
+        "dry-run": "false",
         "archive-deleted-rows": "Nothing was archived.",
     }
     assert ctx.action_logs == []
@@ -1003,7 +1003,7 @@ def test_archive_data_stopped_early_does_not_claim_nothing_is_left(cloud: Cloud)
     ctx = context()
     run_action(ctx, cloud.state(), "archive-data", {"max-runtime": 1e-9})
     got = results(ctx)
-    assert got["complete"] == "False"
+    assert got["complete"] == "false"
     assert got["stopped"] == "max-runtime"
     assert cloud.count("main", "SELECT count(*) FROM instances WHERE deleted != 0") > 0
     assert "Nothing was archived" not in got["archive-deleted-rows"]
@@ -1018,7 +1018,7 @@ def test_cou_purge_data(cloud: Cloud) -> None:
     run_action(ctx, state, "purge-data")
     assert results(ctx) == {
         "total": str(sum(expected.values())),
-        "dry-run": "False",
+        "dry-run": "false",
         **{key(t): str(n) for t, n in expected.items()},
         "output": "\n".join(
             f"DB: Deleted {n} rows from {t} based on timestamp column (n/a)"
@@ -1030,7 +1030,7 @@ def test_cou_purge_data(cloud: Cloud) -> None:
     out = run_action(ctx, state, "purge-data")
     assert results(ctx) == {
         "total": "0",
-        "dry-run": "False",
+        "dry-run": "false",
         "output": "Purging stale soft-deleted rows and no data was deleted",
     }
     assert out.unit_status == ops.ActiveStatus(AT_HEAD)
@@ -1308,8 +1308,8 @@ def test_online_migrate_fills_compute_ids_and_reports_unmigratable(cloud: Cloud)
     assert results[f"{key}.found"] == str(total)
     assert results[f"{key}.done"] == str(total - 1)
     assert results[f"{key}.unmigratable"] == "1"
-    assert results["complete"] == "True"
-    assert results["more-to-do"] == "False"
+    assert results["complete"] == "true"
+    assert results["more-to-do"] == "false"
     assert "|              Migration              |" in results["output"]
     assert (
         "instances 9001 not migrated: never scheduled (host and node are NULL)"
@@ -1332,5 +1332,5 @@ def test_online_migrate_max_count_says_more_to_do(cloud: Cloud) -> None:
     results = ctx.action_results
     assert results is not None
     assert results["done"] == "5"
-    assert results["more-to-do"] == "True"
-    assert results["complete"] == "False"
+    assert results["more-to-do"] == "true"
+    assert results["complete"] == "false"

@@ -35,9 +35,9 @@ def test_check_results_worst_first_and_cut_at_the_limit() -> None:
     }
     assert len(findings) > LISTED == 20
     shown = (blockers + warnings + infos)[:LISTED]  # stable: database order within a severity
-    assert [got[f"findings.{i}.code"] for i in range(LISTED)] == [f.code for f in shown]
-    assert f"findings.{LISTED}.code" not in got
-    assert {k.split(".", 2)[2]: v for k, v in got.items() if k.startswith("findings.0.")} == {
+    assert [got[f"findings.{i:02d}.code"] for i in range(LISTED)] == [f.code for f in shown]
+    assert f"findings.{LISTED:02d}.code" not in got
+    assert {k.split(".", 2)[2]: v for k, v in got.items() if k.startswith("findings.00.")} == {
         "severity": "blocker",
         "database": "cell3",
         "code": "code-3",
@@ -55,7 +55,7 @@ def test_check_results_with_nothing_found() -> None:
 def test_check_results_subject_and_count_zero() -> None:
     result = CheckResult((finding(INFO, 0, subject="instances"),), (), 0.0)
     got = check_results(result)
-    assert (got["exit-code"], got["findings.0.subject"], got["findings.0.count"]) == (
+    assert (got["exit-code"], got["findings.00.subject"], got["findings.00.count"]) == (
         0,
         "instances",
         "0",

@@ -58,10 +58,10 @@ def found(got: dict[str, str]) -> list[Found]:
     assert numbers == list(range(len(numbers)))
     return [
         (
-            got[f"findings.{i}.severity"],
-            got[f"findings.{i}.database"],
-            got[f"findings.{i}.code"],
-            got.get(f"findings.{i}.subject", ""),  # Juju shows no empty values
+            got[f"findings.{i:02d}.severity"],
+            got[f"findings.{i:02d}.database"],
+            got[f"findings.{i:02d}.code"],
+            got.get(f"findings.{i:02d}.subject", ""),  # Juju shows no empty values
         )
         for i in numbers
     ]
@@ -91,7 +91,7 @@ def test_check_reports_the_pending_online_migration_as_a_blocker(demo: DemoCloud
         "info": "2",
     }
     assert found(got) == FOUND
-    assert {k.split(".", 2)[2]: v for k, v in got.items() if k.startswith("findings.0.")} == {
+    assert {k.split(".", 2)[2]: v for k, v in got.items() if k.startswith("findings.00.")} == {
         "severity": "blocker",
         "database": "cell1",
         "code": "pending-online-migration",
@@ -101,13 +101,13 @@ def test_check_reports_the_pending_online_migration_as_a_blocker(demo: DemoCloud
         "migrate; Nova requires it complete before the next upgrade",
         "fix": ONLINE_FIX,
     }
-    assert int(got["findings.1.count"]) > 0
-    assert got["findings.1.fix"] == "novadb archive --until-complete --all-cells"
-    assert got["findings.2.fix"] == "novadb rebuild-placement"
+    assert int(got["findings.01.count"]) > 0
+    assert got["findings.01.fix"] == "novadb archive --until-complete --all-cells"
+    assert got["findings.02.fix"] == "novadb rebuild-placement"
     # The first database, then every finding as it is found (never throttled away).
     assert ctx.action_logs[0] == f"api ({demo.settings.api})"
     assert [line for line in ctx.action_logs if ": blocker: " in line] == [
-        "cell1: blocker: " + got["findings.0.summary"]
+        "cell1: blocker: " + got["findings.00.summary"]
     ]
     assert len(ctx.action_logs) == 1 + len(FOUND)
     assert out.unit_status == ops.WaitingStatus(BEHIND)
@@ -162,8 +162,8 @@ def test_check_reports_a_database_refusing_the_password(
     assert unreachable == [
         ("blocker", db, "unreachable", "") for db in ("api", "main", "placement")
     ]
-    assert "novadb_nobody:***@" in got["findings.0.summary"]
-    assert "Access denied for user 'novadb_nobody'" in got["findings.0.summary"]
+    assert "novadb_nobody:***@" in got["findings.00.summary"]
+    assert "Access denied for user 'novadb_nobody'" in got["findings.00.summary"]
     assert isinstance(out.unit_status, ops.BlockedStatus)
     assert_never_shown(ctx, out, "", password)
 

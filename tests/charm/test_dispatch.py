@@ -567,8 +567,8 @@ def test_sync_archive_data_purge_data_as_juju_and_cou_run_them(
     assert results == {
         "total": str(total),
         "batches": results["batches"],
-        "complete": "True",
-        "dry-run": "False",
+        "complete": "true",
+        "dry-run": "false",
         **{result_key(t): str(n) for t, n in expected.items()},
         "archive-deleted-rows": archive_table(expected)
         + "\nArchive complete: Nothing was archived in the final pass.",
@@ -600,7 +600,7 @@ def test_sync_archive_data_purge_data_as_juju_and_cou_run_them(
     assert float(results.pop("elapsed")) >= 0
     assert results == {
         "total": str(total),
-        "dry-run": "False",
+        "dry-run": "false",
         **{result_key(t): str(n) for t, n in shadow_expected.items()},
         "output": "\n".join(
             f"DB: Deleted {n} rows from {t} based on timestamp column (n/a)"
@@ -713,7 +713,7 @@ def test_placement_actions_as_juju_runs_them(juju: FakeJuju, pcloud: PlacementCl
     run = juju.run("placement-audit", {"delete": True})
     run.assert_succeeded()
     assert (run.results["exit-code"], run.results["deleted.consumers"]) == ("4", "2")
-    assert {run.results["findings.0.consumer"], run.results["findings.1.consumer"]} == set(
+    assert {run.results["findings.00.consumer"], run.results["findings.01.consumer"]} == set(
         orphans.consumers
     )
     assert run.statuses == [at_head]
@@ -721,7 +721,7 @@ def test_placement_actions_as_juju_runs_them(juju: FakeJuju, pcloud: PlacementCl
     run = juju.run("heal-allocations")
     run.assert_succeeded()
     assert (run.results["exit-code"], run.results["healed"]) == ("0", "2")
-    assert {run.results["allocations.0.instance"], run.results["allocations.1.instance"]} == set(
+    assert {run.results["allocations.00.instance"], run.results["allocations.01.instance"]} == set(
         lost.consumers
     )
 
@@ -763,17 +763,17 @@ def test_check_as_juju_runs_it(juju: FakeJuju, demo: DemoCloud) -> None:
     run = juju.run("check")
     run.assert_succeeded()
     assert (run.results["exit-code"], run.results["blockers"]) == ("2", "1")
-    assert run.results["findings.0.code"] == "pending-online-migration"
-    assert run.results["findings.0.fix"] == "novadb online-migrate --database main --all-cells"
+    assert run.results["findings.00.code"] == "pending-online-migration"
+    assert run.results["findings.00.fix"] == "novadb online-migrate --database main --all-cells"
     assert [line for line in run.logs if ": blocker: " in line] == [
-        "cell1: blocker: " + run.results["findings.0.summary"]
+        "cell1: blocker: " + run.results["findings.00.summary"]
     ]
 
     juju.run("online-migrate", {"all-cells": True}).assert_succeeded()
     run = juju.run("check", {"no-placement": True})
     run.assert_succeeded()
     assert (run.results["exit-code"], run.results["blockers"]) == ("1", "0")
-    assert run.results["findings.0.severity"] == "warning"
+    assert run.results["findings.00.severity"] == "warning"
     assert "pending-online-migration" not in run.results.values()
 
 

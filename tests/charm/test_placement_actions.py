@@ -108,8 +108,8 @@ def test_placement_audit_finds_orphans_and_delete_removes_them(pcloud: Placement
     run_action(ctx, pcloud.state(), "placement-audit")
     got = results(ctx)
     findings = {
-        got[f"findings.{i}.consumer"]: {
-            k.split(".")[-1]: v for k, v in got.items() if k.startswith(f"findings.{i}.")
+        got[f"findings.{i:02d}.consumer"]: {
+            k.split(".")[-1]: v for k, v in got.items() if k.startswith(f"findings.{i:02d}.")
         }
         for i in range(3)
     }
@@ -166,8 +166,8 @@ def test_placement_audit_of_one_provider(pcloud: PlacementCloud) -> None:
     run_action(ctx, pcloud.state(), "placement-audit", {"resource-provider": target})
     got = results(ctx)
     assert got["total"] == got["found.orphan-allocation"] == str(len(mine))
-    assert sorted(got[f"findings.{i}.consumer"] for i in range(len(mine))) == mine
-    assert {got[f"findings.{i}.provider"] for i in range(len(mine))} == {target}
+    assert sorted(got[f"findings.{i:02d}.consumer"] for i in range(len(mine))) == mine
+    assert {got[f"findings.{i:02d}.provider"] for i in range(len(mine))} == {target}
 
 
 def test_placement_audit_shows_the_409_name_conflicts_of_a_restored_cell(
@@ -189,13 +189,16 @@ def test_placement_audit_shows_the_409_name_conflicts_of_a_restored_cell(
         **audit_counts(name_conflict=3),
     }
     conflicts = {
-        got[f"findings.{i}.provider"]: (got[f"findings.{i}.name"], got[f"findings.{i}.fix"])
+        got[f"findings.{i:02d}.provider"]: (
+            got[f"findings.{i:02d}.name"],
+            got[f"findings.{i:02d}.fix"],
+        )
         for i in range(3)
     }
     assert conflicts == {old: (nodes[old][2], "novadb rebuild-placement") for old in changed}
     for i in range(3):
-        old = got[f"findings.{i}.provider"]
-        assert got[f"findings.{i}.detail"] == (
+        old = got[f"findings.{i:02d}.provider"]
+        assert got[f"findings.{i:02d}.detail"] == (
             f"provider {old} holds the name of compute node {changed[old]} (cell1): "
             "nova-compute gets 409 creating its provider"
         )
@@ -215,10 +218,10 @@ def test_heal_allocations_dry_run_then_heal(pcloud: PlacementCloud) -> None:
     run_action(ctx, pcloud.state(), "heal-allocations", {"dry-run": True, "batch-size": 7})
     got = results(ctx)
     listed = {
-        got[f"allocations.{i}.instance"]: (
-            got[f"allocations.{i}.action"],
-            got[f"allocations.{i}.provider"],
-            got[f"allocations.{i}.resources"],
+        got[f"allocations.{i:02d}.instance"]: (
+            got[f"allocations.{i:02d}.action"],
+            got[f"allocations.{i:02d}.provider"],
+            got[f"allocations.{i:02d}.resources"],
         )
         for i in range(5)
     }
@@ -236,23 +239,23 @@ def test_heal_allocations_dry_run_then_heal(pcloud: PlacementCloud) -> None:
         "up-to-date": str(len(want) - 5),
         "skipped": "0",
         "failed": "0",
-        "dry-run": "True",
-        "max-count-reached": "False",
+        "dry-run": "true",
+        "max-count-reached": "false",
         "cells": "2",
     }
     assert pcloud.snapshot() == before
 
     run_action(ctx, pcloud.state(), "heal-allocations")
     got = results(ctx)
-    assert {got[f"allocations.{i}.instance"] for i in range(5)} == lost
+    assert {got[f"allocations.{i:02d}.instance"] for i in range(5)} == lost
     assert {k: v for k, v in got.items() if not k.startswith("allocations.")} == {
         "exit-code": "0",
         "healed": "5",
         "up-to-date": str(len(want) - 5),
         "skipped": "0",
         "failed": "0",
-        "dry-run": "False",
-        "max-count-reached": "False",
+        "dry-run": "false",
+        "max-count-reached": "false",
         "cells": "2",
     }
     assert ctx.action_logs[0].startswith("cell1: ")
@@ -270,7 +273,7 @@ def test_heal_allocations_max_count_and_one_cell(pcloud: PlacementCloud) -> None
     ctx = context()
     run_action(ctx, pcloud.state(), "heal-allocations", {"max-count": 2, "batch-size": 1})
     got = results(ctx)
-    assert (got["exit-code"], got["healed"], got["max-count-reached"]) == ("1", "2", "True")
+    assert (got["exit-code"], got["healed"], got["max-count-reached"]) == ("1", "2", "true")
     assert len(placement_allocations(pcloud.cloud)) == 2
 
     cell2 = pcloud.rows(pcloud.cloud.api, "SELECT uuid FROM cell_mappings WHERE name = 'cell2'")
@@ -302,13 +305,13 @@ def test_heal_allocations_force_rewrites_one_instance(pcloud: PlacementCloud) ->
         "up-to-date": "0",
         "skipped": "0",
         "failed": "0",
-        "dry-run": "False",
-        "max-count-reached": "True",
+        "dry-run": "false",
+        "max-count-reached": "true",
         "cells": "1",
-        "allocations.0.instance": victim,
-        "allocations.0.action": "force",
-        "allocations.0.provider": next(iter(want[victim])),
-        "allocations.0.resources": ",".join(
+        "allocations.00.instance": victim,
+        "allocations.00.action": "force",
+        "allocations.00.provider": next(iter(want[victim])),
+        "allocations.00.resources": ",".join(
             f"{rc}={n}" for rc, n in sorted(next(iter(want[victim].values())).items())
         ),
     }
@@ -343,14 +346,14 @@ def test_heal_allocations_skips_and_failures(pcloud: PlacementCloud) -> None:
         "up-to-date": str(len(want) - 2),
         "skipped": "1",
         "failed": "1",
-        "dry-run": "False",
-        "max-count-reached": "False",
+        "dry-run": "false",
+        "max-count-reached": "false",
         "cells": "2",
-        "skips.0.instance": busy,
-        "skips.0.reason": f"Instance {busy} is undergoing a task state transition: rebooting",
-        "failures.0.instance": lost,
-        "failures.0.code": "2",
-        "failures.0.reason": reason,
+        "skips.00.instance": busy,
+        "skips.00.reason": f"Instance {busy} is undergoing a task state transition: rebooting",
+        "failures.00.instance": lost,
+        "failures.00.code": "2",
+        "failures.00.reason": reason,
     }
     assert state_after(failed.value).unit_status == ops.ActiveStatus(AT_HEAD)
 
@@ -370,13 +373,13 @@ def test_sync_aggregates_adds_back_what_is_missing(pcloud: PlacementCloud) -> No
     run_action(ctx, pcloud.state(), "sync-aggregates", {"dry-run": True})
     got = results(ctx)
     listed = {
-        tuple(got[f"memberships.{i}.{k}"] for k in ("aggregate", "host", "provider"))
+        tuple(got[f"memberships.{i:02d}.{k}"] for k in ("aggregate", "host", "provider"))
         for i in range(NODES)
     }
     assert listed == expected_list
     assert {k: v for k, v in got.items() if not k.startswith("memberships.")} == {
         "exit-code": "0",
-        "dry-run": "True",
+        "dry-run": "true",
         "aggregates": "2",
         "added": str(NODES),
         "already": "0",
@@ -391,7 +394,7 @@ def test_sync_aggregates_adds_back_what_is_missing(pcloud: PlacementCloud) -> No
     run_action(ctx, pcloud.state(), "sync-aggregates")
     assert results(ctx) == {
         "exit-code": "0",
-        "dry-run": "False",
+        "dry-run": "false",
         "aggregates": "2",
         "added": "0",
         "already": str(NODES),
@@ -419,7 +422,7 @@ def test_sync_aggregates_fails_on_unresolved_hosts_after_adding_the_rest(
     got = results(ctx)
     assert {k: v for k, v in got.items() if not k.startswith("memberships.")} == {
         "exit-code": "4",
-        "dry-run": "False",
+        "dry-run": "false",
         "aggregates": "2",
         "added": str(NODES),
         "already": "0",
@@ -441,7 +444,7 @@ def test_rebuild_placement_dry_run_writes_nothing(pcloud: PlacementCloud) -> Non
     assert backup.endswith(".json.gz")
     assert got == {
         "exit-code": "0",
-        "dry-run": "True",
+        "dry-run": "true",
         "providers": str(NODES),
         "inventories": str(3 * NODES),
         "steps.1.name": "backup",
@@ -481,7 +484,7 @@ def test_rebuild_placement_fixes_a_restored_cell_and_restore_puts_it_back(
     healed = len(expected_allocations(pcloud.cloud)[0])
     assert got == {
         "exit-code": "0",
-        "dry-run": "False",
+        "dry-run": "false",
         "providers": str(NODES),
         "inventories": str(3 * NODES),
         "backup.path": str(backup),
@@ -581,8 +584,8 @@ def test_rebuild_placement_refuses_what_nova_cannot_rebuild(
     run_action(ctx, pcloud.state(), "rebuild-placement", {"dry-run": True})
     got = results(ctx)
     assert got["exit-code"] == "5"
-    assert got["reasons.0"] == reasons[0]
-    assert got["reasons.1"].startswith(got_orphans)
+    assert got["reasons.00"] == reasons[0]
+    assert got["reasons.01"].startswith(got_orphans)
     assert got["steps.2.summary"].startswith("would refuse without --force: 1 custom resource")
 
     backup = tmp_path / "refused.json.gz"
@@ -609,7 +612,7 @@ def test_rebuild_placement_refuses_what_nova_cannot_rebuild(
     got = results(ctx)
     assert got["exit-code"] == "0"
     assert got["steps.2.summary"].startswith("--force: rebuilding without 1 custom resource")
-    assert got["reasons.0"] == reasons[0]
+    assert got["reasons.00"] == reasons[0]
     assert placement_allocations(pcloud.cloud) == expected_allocations(pcloud.cloud)[0]
 
 
