@@ -94,6 +94,32 @@ def numbered(prefix: str, items: Sequence[Mapping[str, object]], limit: int) -> 
     }
 
 
+_COMMAND = re.compile(r"\bnovadb ([a-z][a-z-]*)((?: --[a-z][a-z-]*(?: (?!--)[^\s;,()`]+)?)*)")
+_OPTION = re.compile(r"--([a-z][a-z-]*)(?: ((?!--)[^\s;,()`]+))?")
+# The CLI-only operation; every other one is an action of the same name.
+_CLI_ONLY = frozenset({"demo"})
+UNIT = "nova-cloud-controller/leader"
+
+
+def as_action(text: str, unit: str = UNIT) -> str:
+    """A fix that names a ``novadb`` command, reworded as the ``juju run`` of its action.
+
+    ``novadb online-migrate --database main --all-cells`` becomes ``juju run
+    <unit> online-migrate database=main all-cells=true``: on a unit the novadb
+    command is not on PATH, and the action takes the same words as params.
+    Other text (SQL, nova-manage, prose) is left as it is.
+    """
+
+    def reword(match: re.Match[str]) -> str:
+        operation = match.group(1)
+        if operation in _CLI_ONLY:
+            return match.group(0)
+        params = [f"{name}={value or 'true'}" for name, value in _OPTION.findall(match.group(2))]
+        return " ".join(["juju run", unit, operation, *params])
+
+    return _COMMAND.sub(reword, text)
+
+
 # -- schema ----------------------------------------------------------------------------------
 
 
@@ -246,7 +272,7 @@ def check_results(result: CheckResult) -> Results:
             "subject": f.subject,
             "count": f.count,
             "summary": f.summary,
-            "fix": f.fix,
+            "fix": as_action(f.fix) if f.fix else f.fix,
         }
         for f in worst_first
     ]
@@ -279,7 +305,7 @@ def audit_results(result: AuditResult) -> Results:
             "name": f.name,
             "consumer": f.consumer,
             "detail": f.detail,
-            "fix": f.fix,
+            "fix": as_action(f.fix) if f.fix else f.fix,
         }
         for f in result.findings
     ]

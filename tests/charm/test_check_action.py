@@ -35,7 +35,7 @@ BEHIND = (
     "2 schema revisions pending; behind installed 2026.2 (hibiscus): waiting for the leader to "
     "migrate; credentials: nova.conf"
 )
-ONLINE_FIX = "novadb online-migrate --database main --all-cells"
+ONLINE_FIX = "juju run nova-cloud-controller/leader online-migrate database=main all-cells=true"
 Found = tuple[str, str, str, str]
 # (severity, database, code, subject) of every finding on the demo's cloud, worst first.
 FOUND: list[Found] = [
@@ -102,8 +102,11 @@ def test_check_reports_the_pending_online_migration_as_a_blocker(demo: DemoCloud
         "fix": ONLINE_FIX,
     }
     assert int(got["findings.01.count"]) > 0
-    assert got["findings.01.fix"] == "novadb archive --until-complete --all-cells"
-    assert got["findings.02.fix"] == "novadb rebuild-placement"
+    assert (
+        got["findings.01.fix"]
+        == "juju run nova-cloud-controller/leader archive until-complete=true all-cells=true"
+    )
+    assert got["findings.02.fix"] == "juju run nova-cloud-controller/leader rebuild-placement"
     # The first database, then every finding as it is found (never throttled away).
     assert ctx.action_logs[0] == f"api ({demo.settings.api})"
     assert [line for line in ctx.action_logs if ": blocker: " in line] == [

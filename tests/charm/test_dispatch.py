@@ -764,7 +764,10 @@ def test_check_as_juju_runs_it(juju: FakeJuju, demo: DemoCloud) -> None:
     run.assert_succeeded()
     assert (run.results["exit-code"], run.results["blockers"]) == ("2", "1")
     assert run.results["findings.00.code"] == "pending-online-migration"
-    assert run.results["findings.00.fix"] == "novadb online-migrate --database main --all-cells"
+    assert (
+        run.results["findings.00.fix"]
+        == "juju run nova-cloud-controller/leader online-migrate database=main all-cells=true"
+    )
     assert [line for line in run.logs if ": blocker: " in line] == [
         "cell1: blocker: " + run.results["findings.00.summary"]
     ]

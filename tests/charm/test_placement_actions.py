@@ -38,7 +38,7 @@ from tests.integration.clouds import (
 
 KINDS = ("inventory-mismatch", "missing-provider", "name-conflict", "orphan-allocation",
          "stale-provider")  # fmt: skip
-ORPHAN_FIX = "novadb placement-audit --delete"
+ORPHAN_FIX = "juju run nova-cloud-controller/leader placement-audit delete=true"
 
 
 # -- the cloud -------------------------------------------------------------------------------
@@ -195,7 +195,10 @@ def test_placement_audit_shows_the_409_name_conflicts_of_a_restored_cell(
         )
         for i in range(3)
     }
-    assert conflicts == {old: (nodes[old][2], "novadb rebuild-placement") for old in changed}
+    assert conflicts == {
+        old: (nodes[old][2], "juju run nova-cloud-controller/leader rebuild-placement")
+        for old in changed
+    }
     for i in range(3):
         old = got[f"findings.{i:02d}.provider"]
         assert got[f"findings.{i:02d}.detail"] == (
@@ -388,7 +391,7 @@ def test_sync_aggregates_adds_back_what_is_missing(pcloud: PlacementCloud) -> No
 
     run_action(ctx, pcloud.state(), "sync-aggregates")
     got = results(ctx)
-    assert (got["exit-code"], got["dry-run"], got["added"]) == ("0", "False", str(NODES))
+    assert (got["exit-code"], got["dry-run"], got["added"]) == ("0", "false", str(NODES))
     assert pcloud.memberships() == full
 
     run_action(ctx, pcloud.state(), "sync-aggregates")
