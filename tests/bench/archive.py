@@ -31,7 +31,7 @@ from novadb.archive.graph import load_graph
 from novadb.archive.tree_sql import Criteria, Schema, moved_clause
 from novadb.config import load_settings
 from novadb.connections import create_engine
-from novadb.sample.cloud import CloudSpec, populate
+from novadb.sample.cloud import ChildMix, CloudSpec, populate
 from novadb.schema.sync import sync
 
 # About 330,000 of 450,000 rows move at 20,000 instances, as in the issue.
@@ -116,12 +116,15 @@ def clone(source: str, target: str) -> None:
     engine.dispose()
 
 
-def build_cell(main: str, api: str, placement: str, instances: int) -> int:
+def build_cell(
+    main: str, api: str, placement: str, instances: int, mix: ChildMix | None = None
+) -> int:
     """Sync and fill a cell; return the number of rows archive will move."""
     settings = load_settings(database=main, api_database=api, placement_database=placement)
     sync(settings)
     engine, api_engine = create_engine(main), create_engine(api)
-    populate(engine, api_engine, CloudSpec(instances=instances, deleted_fraction=DELETED_FRACTION))
+    spec = CloudSpec(instances=instances, deleted_fraction=DELETED_FRACTION, mix=mix or ChildMix())
+    populate(engine, api_engine, spec)
     with engine.connect() as conn:
         schema = Schema(conn, load_graph(conn))
         count = sum(
@@ -217,12 +220,15 @@ class ArchiveFigures:
 
 
 def measure(
-    instances: int, repeat: int, dbs: Callable[[int], AbstractContextManager[list[str]]]
+    instances: int,
+    repeat: int,
+    dbs: Callable[[int], AbstractContextManager[list[str]]],
+    mix: ChildMix | None = None,
 ) -> ArchiveFigures:
     """Generate once, then per repeat: clone twice, archive + purge each way."""
     ours, floors, batch, rss, purges, purge_floors = [], [], [], [], [], []
     with dbs(3) as (main, api, placement):
-        rows = build_cell(main, api, placement, instances)
+        rows = build_cell(main, api, placement, instances, mix)
         for _ in range(repeat):
             with dbs(4) as (cell_a, api_a, cell_b, api_b):
                 clone(main, cell_a)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from novadb.config import load_settings
+from novadb.sample.cloud import REAL_CELL, ChildMix
 from novadb.schema.sync import sync
 
 BASE = os.environ.get("NOVADB_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
@@ -107,14 +108,16 @@ def bench_sync(repeat: int) -> Row:
     )
 
 
-def _archive_rows(instances: int, repeat: int) -> list[Row]:
+def _archive_rows(instances: int, repeat: int, mix: ChildMix | None = None) -> list[Row]:
     from tests.bench.archive import measure
 
-    f = measure(instances, repeat, databases)
+    f = measure(instances, repeat, databases, mix)
     share = f.floor_s / f.novadb_s
+    shape = ", a real cell's child mix" if mix is not None else ""
     return [
         Row(
-            f"archive --until-complete, {f.instances:,}-instance cell, {f.rows:,} rows (MariaDB)",
+            f"archive --until-complete, {f.instances:,}-instance cell{shape}, {f.rows:,} rows "
+            "(MariaDB)",
             f.novadb_s,
             f.floor_s,
             "set-based floor (one INSERT...SELECT + DELETE per table, unbounded)",
@@ -137,6 +140,16 @@ def _archive_rows(instances: int, repeat: int) -> list[Row]:
 def bench_archive(repeat: int) -> list[Row]:
     """archive + purge of a generated 20,000-instance cell."""
     return _archive_rows(20_000, repeat)
+
+
+def bench_archive_real(repeat: int) -> list[Row]:
+    """archive + purge of a 20,000-instance cell with a production cell's child mix.
+
+    Several events per action, faults, volumes, ports with a full network
+    cache, unplugged PCI devices (sample.cloud.REAL_CELL), so the ratio to the
+    floor is not tuned to one shape of data.
+    """
+    return _archive_rows(20_000, repeat, REAL_CELL)
 
 
 def bench_archive_large(repeat: int) -> list[Row]:
@@ -273,6 +286,7 @@ def _sync_rows(repeat: int) -> list[Row]:
 BENCHES: dict[str, Callable[[int], list[Row]]] = {
     "sync": _sync_rows,
     "archive": bench_archive,
+    "archive-real": bench_archive_real,
     "archive-100k": bench_archive_large,
     "online": bench_online,
     "nova": bench_nova,

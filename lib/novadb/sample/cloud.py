@@ -31,12 +31,45 @@ from sqlalchemy.engine import Connection, Engine
 
 CHUNK = 1000  # instances per transaction
 
-PER_INSTANCE = {
-    "instance_system_metadata": 8,
-    "instance_metadata": 2,
-    "instance_actions": 2,
-}
-FRACTIONAL = {"instance_faults": 0.3, "migrations": 0.2}
+
+@dataclass(frozen=True)
+class ChildMix:
+    """How many child rows an instance (and a host) has, on average.
+
+    The default is the generator's historical mix, kept so the tests' data
+    do not move; :data:`REAL_CELL` is closer to a production cell's, where
+    an instance collects many actions (each with several events), faults,
+    volumes, ports and a large network cache over its life.
+    """
+
+    system_metadata: int = 8
+    metadata: int = 2
+    actions: int = 2  # "create" plus "delete" or "reboot", then other verbs
+    events_per_action: int = 1
+    faults: float = 0.3  # chance of one fault
+    migrations: float = 0.2  # chance of one migration
+    block_devices: int = 1
+    virtual_interfaces: int = 1
+    network_info_ports: int = 0  # ports described in the info cache's network_info
+    pci_per_host: int = 0  # PCI devices per compute node
+    pci_deleted: float = 0.0  # share of a host's devices soft-deleted (unplugged)
+
+
+REAL_CELL = ChildMix(
+    system_metadata=14,
+    metadata=3,
+    actions=6,
+    events_per_action=3,
+    faults=0.6,
+    migrations=0.5,
+    block_devices=2,
+    virtual_interfaces=2,
+    network_info_ports=2,
+    pci_per_host=16,
+    pci_deleted=0.25,
+)
+
+_VERBS = ("create", "stop", "start", "resize", "confirmResize", "rebuild", "migrate", "attach")
 
 
 @dataclass(frozen=True)
@@ -52,6 +85,7 @@ class CloudSpec:
     start: datetime = datetime(2024, 1, 1)
     days: int = 365
     group_fraction: float = 0.1
+    mix: ChildMix = field(default_factory=ChildMix)
 
 
 @dataclass(frozen=True)
@@ -100,7 +134,7 @@ MAIN_TABLES = [
     "instances", "instance_extra", "instance_info_caches", "instance_system_metadata",
     "instance_metadata", "block_device_mapping", "instance_actions", "instance_actions_events",
     "instance_faults", "migrations", "virtual_interfaces", "instance_id_mappings", "services",
-    "compute_nodes",
+    "compute_nodes", "pci_devices",
 ]  # fmt: skip
 API_TABLES = ["instance_mappings", "request_specs", "instance_groups", "instance_group_member"]
 
@@ -140,6 +174,16 @@ def _hosts(
             cpu_allocation_ratio=4.0, ram_allocation_ratio=1.0, disk_allocation_ratio=1.0,
             deleted=cid if deleted else 0, created_at=now, deleted_at=now if deleted else None,
         ))  # fmt: skip
+        for slot in range(spec.mix.pci_per_host):
+            unplugged = deleted or slot < spec.mix.pci_per_host * spec.mix.pci_deleted
+            pid = ids.take("pci_devices")
+            conn.execute(sa.insert(meta.tables["pci_devices"]).values(
+                id=pid, compute_node_id=cid, address=f"0000:{slot // 8:02x}:{slot % 8:02x}.0",
+                product_id="1528", vendor_id="8086", dev_type="type-VF", dev_id=f"pci_{pid}",
+                label="label_8086_1528", status="removed" if unplugged else "available",
+                extra_info="{}", numa_node=slot % 2, uuid=str(uuid.uuid4()), created_at=now,
+                deleted=pid if unplugged else 0, deleted_at=now if unplugged else None,
+            ))  # fmt: skip
         if not deleted:
             live.append((host, host, cid))
     return live
@@ -209,26 +253,36 @@ def _instance(
     )  # fmt: skip
     child("instance_extra", instance_uuid=inst_uuid, flavor=_flavor_json(rng),
           numa_topology=None, pci_requests="[]")  # fmt: skip
-    child("instance_info_caches", instance_uuid=inst_uuid, network_info="[]")
-    for k in range(PER_INSTANCE["instance_system_metadata"]):
+    mix = spec.mix
+    child("instance_info_caches", instance_uuid=inst_uuid,
+          network_info=_network_info(inst_id, mix.network_info_ports))  # fmt: skip
+    for k in range(mix.system_metadata):
         child(
             "instance_system_metadata",
             instance_uuid=inst_uuid,
             key=f"image_k{k}",
             value="v",
         )
-    for k in range(PER_INSTANCE["instance_metadata"]):
+    for k in range(mix.metadata):
         child("instance_metadata", instance_uuid=inst_uuid, key=f"meta{k}", value="v")
-    child("block_device_mapping", instance_uuid=inst_uuid, device_name="/dev/vda",
-          source_type="image", destination_type="local", boot_index=0,
-          uuid=str(uuid.uuid4()), delete_on_termination=True)  # fmt: skip
-    for verb in ("create", "delete" if deleted else "reboot"):
+    for k in range(mix.block_devices):
+        root = k == 0
+        child("block_device_mapping", instance_uuid=inst_uuid, device_name=f"/dev/vd{chr(97 + k)}",
+              source_type="image" if root else "volume",
+              destination_type="local" if root else "volume", boot_index=0 if root else None,
+              uuid=str(uuid.uuid4()), delete_on_termination=True)  # fmt: skip
+    last = "delete" if deleted else "reboot"
+    verbs = ["create", *_VERBS[1 : mix.actions - 1], last] if mix.actions >= 2 else ["create"]
+    for verb in verbs:
         action_id = child("instance_actions", instance_uuid=inst_uuid, action=verb,
                           request_id=f"req-{uuid.uuid4()}", user_id="u", project_id="p",
                           start_time=created)  # fmt: skip
-        child("instance_actions_events", action_id=action_id, event=f"compute_{verb}",
-              start_time=created, result="Success", host=host)  # fmt: skip
-    if rng.random() < FRACTIONAL["instance_faults"]:
+        for step in range(mix.events_per_action):
+            suffix = "" if step == 0 else f"_{step}"
+            child("instance_actions_events", action_id=action_id,
+                  event=f"compute_{verb}{suffix}", start_time=created, result="Success",
+                  host=host)  # fmt: skip
+    if rng.random() < mix.faults:
         child(
             "instance_faults",
             instance_uuid=inst_uuid,
@@ -236,12 +290,14 @@ def _instance(
             message="boom",
             host=host,
         )
-    if rng.random() < FRACTIONAL["migrations"]:
+    if rng.random() < mix.migrations:
         child("migrations", instance_uuid=inst_uuid, source_compute=host,
               dest_compute=host, source_node=node, dest_node=node, status="confirmed",
               migration_type="migration", uuid=str(uuid.uuid4()))  # fmt: skip
-    child("virtual_interfaces", instance_uuid=inst_uuid, uuid=str(uuid.uuid4()),
-          address=f"fa:16:3e:{inst_id:08x}")  # fmt: skip
+    for k in range(mix.virtual_interfaces):
+        address = f"fa:16:3e:{inst_id:08x}" + (f":{k:02x}" if k else "")
+        child("virtual_interfaces", instance_uuid=inst_uuid, uuid=str(uuid.uuid4()),
+              address=address)  # fmt: skip
     child("instance_id_mappings", uuid=inst_uuid)
     if with_api:
         api_rows["instance_mappings"].append(dict(
@@ -255,6 +311,28 @@ def _instance(
                 group_id=group_id, instance_uuid=inst_uuid, created_at=created,
             ))  # fmt: skip
     return deleted, orphan
+
+
+def _network_info(instance_id: int, ports: int) -> str:
+    """The info cache's network_info: ``[]``, or that many ports as Neutron describes them."""
+    if not ports:
+        return "[]"
+    return json.dumps([
+        {
+            "id": f"{instance_id:08x}-{k:04x}-4000-8000-{instance_id:012x}",
+            "address": f"fa:16:3e:{instance_id % 256:02x}:{k:02x}:01",
+            "type": "ovs", "devname": f"tap{instance_id:08x}{k:02x}", "active": True,
+            "vnic_type": "normal", "ovs_interfaceid": f"{instance_id:08x}",
+            "network": {
+                "id": f"net-{k}", "label": "private", "bridge": "br-int",
+                "subnets": [{"cidr": "10.0.0.0/24", "ips": [
+                    {"address": f"10.0.{k}.{instance_id % 250 + 2}", "type": "fixed",
+                     "floating_ips": []}]}],
+            },
+            "details": {"port_filter": True, "ovs_hybrid_plug": False},
+        }
+        for k in range(ports)
+    ])  # fmt: skip
 
 
 def _chunks(total: int) -> Iterator[range]:
@@ -276,6 +354,8 @@ def populate(
         ids = _Ids(conn, meta)
         hosts = _hosts(conn, meta, ids, spec, now)
         counts["services"] = counts["compute_nodes"] = spec.hosts + spec.deleted_hosts
+        if spec.mix.pci_per_host:
+            counts["pci_devices"] = (spec.hosts + spec.deleted_hosts) * spec.mix.pci_per_host
     group_id = None
     if api is not None and api_meta is not None:
         with api.begin() as aconn:
