@@ -440,7 +440,7 @@ def _impatient(url: str) -> str:
 
 
 def test_sustained_conflicts_are_retried_and_the_batch_split(pair: Pair) -> None:
-    holder = _holding_instances(pair, 5)
+    holder = _holding_instances(pair, 10)
     run = subprocess.run(
         pair.cli("archive", "--until-complete", "--batch-size", "40",
                  database=_impatient(pair.cloud.main_url)),
@@ -451,7 +451,8 @@ def test_sustained_conflicts_are_retried_and_the_batch_split(pair: Pair) -> None
     assert (run.returncode, run.stderr) == (1, ""), run.stderr
     result = json.loads(run.stdout)
     assert result["complete"] and result["failures"] == []
-    assert result["retries"] >= 3  # past the old ten attempts' worth of waiting, too
+    # Conflicts were waited out (retried), and a batch that kept conflicting was split.
+    assert result["retries"] >= 2
     assert result["halvings"] >= 1
     assert _diff(pair.expected, pair.snapshot()) == []
 
@@ -495,9 +496,10 @@ def test_conflicts_past_the_budget_end_in_one_line_and_exit_75(pair: Pair) -> No
         (
             "ALTER TABLE shadow_instance_faults MODIFY message VARCHAR(5)",
             ["instances", "instance_faults"],
-            "shadow_instance_faults.message is varchar(5), which cannot hold instance_faults' "
-            "varchar(255); nothing moved from {table}. Fix the shadow table(s) (ALTER TABLE "
-            "shadow_instance_faults MODIFY message varchar(255) NULL) and archive again",
+            "shadow_instance_faults.message is varchar(5), which cannot hold every value of "
+            "instance_faults.message (varchar(255)); nothing moved from {table}. Fix the "
+            "shadow table(s) (ALTER TABLE shadow_instance_faults MODIFY message varchar(255) "
+            "NULL) and archive again",
         ),
         (
             "DROP TABLE shadow_instances",
@@ -545,9 +547,9 @@ def test_a_read_only_user_is_told_which_privilege_is_missing(pair: Pair) -> None
     user = f"ro_{secrets.token_hex(3)}"
     url = make_url(pair.cloud.main_url)
     with pair.server.begin() as conn:
-        conn.exec_driver_sql(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'R0-s3cret'")
-        conn.exec_driver_sql(f"GRANT SELECT ON `{pair.cloud.main}`.* TO '{user}'@'%'")
-        conn.exec_driver_sql(f"GRANT SELECT ON `{pair.cloud.api}`.* TO '{user}'@'%'")
+        conn.execute(sa.text(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'R0-s3cret'"))
+        conn.execute(sa.text(f"GRANT SELECT ON `{pair.cloud.main}`.* TO '{user}'@'%'"))
+        conn.execute(sa.text(f"GRANT SELECT ON `{pair.cloud.api}`.* TO '{user}'@'%'"))
     read_only = url.set(username=user, password="R0-s3cret").render_as_string(False)
     before = pair.snapshot()
     try:
@@ -557,7 +559,7 @@ def test_a_read_only_user_is_told_which_privilege_is_missing(pair: Pair) -> None
         )  # fmt: skip
     finally:
         with pair.server.begin() as conn:
-            conn.exec_driver_sql(f"DROP USER '{user}'@'%'")
+            conn.execute(sa.text(f"DROP USER '{user}'@'%'"))
 
     assert run.returncode == 3, run.stderr
     (line,) = run.stderr.splitlines()

@@ -165,8 +165,8 @@ def _column_problems(
         if mysql and not _holds(twin.type, column.type):
             out.append(Problem(
                 name, column.name,
-                f"{target}.{column.name} is {twin.type}, which cannot hold {name}'s "
-                f"{column.type}",
+                f"{target}.{column.name} is {twin.type}, which cannot hold every value of "
+                f"{name}.{column.name} ({column.type})",
                 f"ALTER TABLE {target} MODIFY {column.name} {column.type} {null}",
             ))  # fmt: skip
         elif (
