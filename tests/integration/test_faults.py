@@ -527,9 +527,8 @@ def test_shadow_drift_fails_the_table_before_anything_moves(
 
     assert run.returncode == 255, run.stderr
     lines = run.stderr.splitlines()
-    assert sorted(re.match(r"novadb: error: main: (\w+): ", x)[1] for x in lines) == sorted(
-        failed
-    ), lines
+    tables = [m[1] for x in lines if (m := re.match(r"novadb: error: main: (\w+): ", x))]
+    assert (len(tables), sorted(tables)) == (len(lines), sorted(failed)), lines
     if phrase is not None:
         for table in failed:
             assert f"novadb: error: main: {table}: {phrase.format(table=table)}" in lines
