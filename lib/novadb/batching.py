@@ -275,7 +275,7 @@ class Faults:
             try:
                 result = work()
             except Exception as exc:
-                if self._since is None:
+                if self._since is None and again(exc):
                     self._since = time.monotonic()
                 if again(exc) and _kind(exc) == "conflict":
                     conflicts += 1
