@@ -27,6 +27,7 @@ import pytest
 import sqlalchemy as sa
 from novadb.archive.archive import ArchiveOptions, ArchiveResult, archive
 from novadb.archive.purge import PurgeOptions, purge
+from novadb.check.check import check
 from novadb.connections import create_engine
 from novadb.errors import LockLost, LockTimeout
 from novadb.locking import database_lock, lock_key
@@ -584,3 +585,27 @@ def test_purge_keeps_going_after_a_lost_connection(
     assert result.reconnects >= 1
     end = pair.snapshot()
     assert all(not rows for t, rows in end.items() if t.startswith("main.shadow_"))
+
+
+def test_check_reports_what_archive_refuses(pair: Pair) -> None:
+    """The pre-upgrade check names the same shadow columns, with the same fix."""
+    pair.sql("ALTER TABLE shadow_instances ADD COLUMN audit_tag VARCHAR(20) NOT NULL")
+    pair.sql("ALTER TABLE shadow_instance_faults MODIFY message VARCHAR(5)")
+
+    result = check(pair.cloud.settings)
+
+    drift = {f.subject: f for f in result.findings if f.code == "shadow-drift"}
+    assert set(drift) == {"instances", "instance_faults"}
+    assert all(f.severity == "blocker" for f in drift.values())
+    assert "shadow_instances.audit_tag is NOT NULL without a default" in drift["instances"].summary
+    assert (
+        drift["instances"].fix == "ALTER TABLE shadow_instances MODIFY audit_tag varchar(20) NULL"
+    )
+    assert "MODIFY message varchar(255)" in drift["instance_faults"].fix
+    for finding in drift.values():
+        for statement in finding.fix.split("; "):
+            pair.sql(statement)
+    # Fixed as check said: archive moves everything (shadow_instances keeps its extra column).
+    fixed = _archive(pair)
+    assert fixed.complete and fixed.failures == []
+    assert pair.sql("SELECT COUNT(*) FROM instances WHERE deleted != 0") == [(0,)]
