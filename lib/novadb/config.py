@@ -91,8 +91,17 @@ def load_settings(
         parser = configparser.ConfigParser(
             interpolation=None, strict=False, default_section="\x00no-default"
         )
+        # ConfigParser.read() skips a file it cannot open without a word, and a
+        # later file's database would then be used: nova-manage refuses such a
+        # file, and so does novadb.
         try:
-            parser.read(path, encoding="utf-8")
+            with path.open(encoding="utf-8") as handle:
+                parser.read_file(handle, source=str(path))
+        except OSError as exc:
+            raise ConfigError(
+                f"config file {path} cannot be read: {exc.strerror or exc}; check its "
+                "permissions (or run as a user that may read it)"
+            ) from exc
         except (configparser.Error, UnicodeDecodeError) as exc:
             first = str(exc).splitlines()[0]
             raise ConfigError(f"config file {path} cannot be parsed: {first}") from exc

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -29,12 +30,38 @@ _ACCESS_DENIED = {1044, 1045, 1698}
 _UNKNOWN_DATABASE = 1049
 
 
+def _credentials(url: str) -> tuple[str, str, str | None, str] | None:
+    """``(scheme, user, password, rest)`` of a URL with credentials, split as a person means it.
+
+    The credentials end at the *last* ``@`` (a host never holds one), and the
+    password runs from the first ``:`` after the user to there, so a password
+    with an unencoded ``@``, ``/``, ``?`` or ``:`` is still the password.
+    SQLAlchemy's parser stops at the first ``@`` instead and takes the rest of
+    the password for the host, which then shows up in errors.  (An ``@`` in
+    the query string must be written ``%40``.)
+    """
+    head, sep, rest = url.partition("://")
+    if not sep or rest.startswith("/") or "@" not in rest:
+        return None
+    creds, _, tail = rest.rpartition("@")
+    user, colon, password = creds.partition(":")
+    return head, user, password if colon else None, tail
+
+
 def parse_url(url: str | URL) -> URL:
     """Parse a database URL, or fail with a ConfigError that shows it masked."""
     if isinstance(url, URL):
         return url
+    split = _credentials(url)
+    text = url
+    if split is not None:
+        head, user, password, tail = split
+        if password is not None:
+            # Percent-encode whatever the password holds, keeping what was encoded.
+            password = quote(unquote(password), safe="")
+            text = f"{head}://{user}:{password}@{tail}"
     try:
-        return make_url(url)
+        return make_url(text)
     except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
         raise ConfigError(f"not a database URL: {mask(url)}") from exc
 
@@ -42,20 +69,29 @@ def parse_url(url: str | URL) -> URL:
 def mask(url: str | URL) -> str:
     """Render a URL with its password replaced by ``***``.
 
-    A string is masked as text, up to the last ``@`` of its authority, so a
-    password with an unencoded ``@`` (or a URL that does not parse) still
-    never shows.
+    A string is masked as text, up to its last ``@``, so no part of a password
+    shows whatever it holds (or when the URL does not parse).
     """
     if isinstance(url, URL):
         return url.render_as_string(hide_password=True)
-    head, sep, rest = url.partition("://")
-    authority = rest.split("?", 1)[0]
-    if not sep or "@" not in authority:
+    split = _credentials(url)
+    if split is None:
         return url
-    creds, _, tail = rest[: len(authority)].rpartition("@")
-    user, colon, _password = creds.partition(":")
-    masked = f"{user}:***" if colon else user
-    return f"{head}://{masked}@{tail}{rest[len(authority) :]}"
+    head, user, password, tail = split
+    masked = f"{user}:***" if password is not None else user
+    return f"{head}://{masked}@{tail}"
+
+
+def scrub(text: str, *urls: str | URL) -> str:
+    """``text`` (a server's or driver's message) with the passwords of ``urls`` masked."""
+    for url in urls:
+        try:
+            password = parse_url(url).password
+        except ConfigError:
+            continue
+        if password:
+            text = text.replace(str(password), "***")
+    return text
 
 
 def is_sqlite(url: URL) -> bool:
@@ -137,7 +173,7 @@ def _connect_once(engine: Engine) -> None:
         conn.execute(sa.text("SELECT 1"))
 
 
-def _cannot_connect(exc: DBAPIError, where: str) -> str:
+def _cannot_connect(exc: DBAPIError, where: str, url: str | URL) -> str:
     """The one line for a failed connect: where, the server's words, and what to check."""
     number = errno(exc)
     if number in _ACCESS_DENIED:
@@ -148,7 +184,7 @@ def _cannot_connect(exc: DBAPIError, where: str) -> str:
         hint = "is the server running and reachable?"
     else:
         hint = "check the connection URL"
-    detail = str(getattr(exc, "orig", exc)).splitlines()[0]
+    detail = scrub(str(getattr(exc, "orig", exc)).splitlines()[0], url)
     return f"cannot connect to {where}: {detail}; {hint}"
 
 
@@ -161,7 +197,7 @@ def _check_connect(engine: Engine, where: str) -> None:
         _connect_once(engine)
     except DBAPIError as exc:
         engine.dispose()
-        raise DatabaseUnreachable(_cannot_connect(exc, where), exit_code=3) from exc
+        raise DatabaseUnreachable(_cannot_connect(exc, where, engine.url), exit_code=3) from exc
 
 
 def probe(url: str | URL, timeout: float = 3.0) -> str | None:
@@ -192,7 +228,7 @@ def probe(url: str | URL, timeout: float = 3.0) -> str | None:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except DBAPIError as exc:
-        return _cannot_connect(exc, mask(url if isinstance(url, str) else parsed))
+        return _cannot_connect(exc, mask(url if isinstance(url, str) else parsed), parsed)
     finally:
         engine.dispose()
     return None

@@ -6,6 +6,21 @@ the action with the same text.  Neither ever parses exception text.
 
 from __future__ import annotations
 
+# Exit codes shared by several operations, named here so that one module says
+# what each means (README's exit-code table documents them).
+EXIT_PROBLEM = 1  # a schema or data problem that needs the operator
+EXIT_BAD_INPUT = 2  # usage, values, dates
+EXIT_UNREACHABLE = 3  # cannot connect, credentials or privileges refused
+# The database failed under a run (a lost server, conflicts that did not stop)
+# for longer than the run's retry budget: nothing is lost or half-done, and
+# running the same command again finishes the job.  75 is sysexits' EX_TEMPFAIL.
+EXIT_DATABASE_FAULT = 75
+EXIT_INTERRUPTED = 130
+# Another novadb run holds the database's lock; and (archive) a table failed.
+EXIT_LOCK_BUSY = 255
+EXIT_TABLE_FAILED = 255
+EXIT_UNEXPECTED = 255
+
 
 class NovaDbError(Exception):
     """Base of every error novadb reports to an operator."""
@@ -25,7 +40,7 @@ class ConfigError(NovaDbError):
 class BadInput(NovaDbError):
     """An option value is invalid (a date, a count, a revision, a release)."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 class DatabaseUnreachable(NovaDbError):
@@ -48,5 +63,27 @@ class BlockerFound(NovaDbError):
     """Data would make a pending migration fail; nothing was changed."""
 
 
+class AccessDenied(DatabaseUnreachable):
+    """The database user lacks a privilege the operation needs (nothing was changed)."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+class DatabaseFault(NovaDbError):
+    """The database kept failing (lost server, endless conflicts) past the retry budget.
+
+    Every batch is one transaction, so nothing is lost or half-done: the
+    message says what was done and that a rerun finishes the job.
+    """
+
+    exit_code = EXIT_DATABASE_FAULT
+
+
+class LockLost(DatabaseFault):
+    """The run's advisory lock is gone and another run holds it now: stopped between batches."""
+
+
 class LockTimeout(NovaDbError):
     """Another novadb run holds this database's lock."""
+
+    exit_code = EXIT_LOCK_BUSY

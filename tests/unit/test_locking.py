@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -51,8 +52,8 @@ def test_second_holder_times_out(
     assert 0.5 <= waited < 5
     assert info.value.exit_code == 255
     assert str(info.value) == (
-        f"another novadb archive is running on sqlite:///{db_path} (waited 0.5 s); "
-        "let it finish or stop it, then retry"
+        f"another novadb archive is running on sqlite:///{db_path} (held by process "
+        f"{os.getpid()}) (waited 0.5 s); let it finish or stop it, then retry"
     )
 
 

@@ -21,6 +21,7 @@ the end state is the same as an uninterrupted run's.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
@@ -33,16 +34,34 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from novadb import dberrors
+from novadb.archive.drift import create_shadow_fix, describe, shadow_problems
 from novadb.archive.graph import load_graph
 from novadb.archive.purge import PurgeOptions, purge
 from novadb.archive.tree_sql import Criteria, Keys, Schema, Tree, would_move
-from novadb.batching import DEFAULT_MAX_BYTES, Budget, StopWhen, retrying, row_sizes
+from novadb.batching import (
+    DEFAULT_MAX_BYTES,
+    Adaptation,
+    Budget,
+    Faults,
+    GaveUp,
+    Shrink,
+    StopWhen,
+    retrying,
+    row_sizes,
+)
 from novadb.config import Settings
 from novadb.connections import create_engine, mask
 from novadb.dates import parse_before
-from novadb.errors import BadInput, DatabaseUnreachable, NovaDbError
+from novadb.errors import (
+    EXIT_TABLE_FAILED,
+    AccessDenied,
+    BadInput,
+    DatabaseFault,
+    DatabaseUnreachable,
+    NovaDbError,
+)
 from novadb.fanout import CellTarget, cell_targets, run_cells
-from novadb.locking import DEFAULT_TIMEOUT, database_lock
+from novadb.locking import DEFAULT_TIMEOUT, HeldLock, database_lock
 from novadb.progress import Event, Progress, ignore
 
 MAX_INT = 2147483647
@@ -90,10 +109,14 @@ class ArchiveOptions:
             raise BadInput("--batch-size must be a positive integer, e.g. --batch-size 1000")
         if self.batch_size > MAX_INT:
             raise BadInput(f"--batch-size must be <= {MAX_INT}")
-        if self.sleep < 0:
+        if not math.isfinite(self.sleep) or self.sleep < 0:
             raise BadInput("--sleep must be zero or a positive number of seconds")
-        if self.max_runtime is not None and self.max_runtime <= 0:
+        if self.max_runtime is not None and (
+            not math.isfinite(self.max_runtime) or self.max_runtime <= 0
+        ):
             raise BadInput("--max-runtime must be a positive number of seconds")
+        if not math.isfinite(self.lock_timeout) or self.lock_timeout < 0:
+            raise BadInput("the lock timeout must be zero or a positive number of seconds")
         if self.workers < 1:
             raise BadInput("workers must be at least 1")
 
@@ -108,6 +131,8 @@ class CellArchive:
     api_rows: dict[str, int] = field(default_factory=dict)
     batches: int = 0
     retries: int = 0
+    halvings: int = 0
+    reconnects: int = 0
     complete: bool = False
     stopped: str | None = None
     held_back: dict[str, int] = field(default_factory=dict)
@@ -120,7 +145,7 @@ class ArchiveResult:
 
     rows: dict[str, int]
     total: int
-    batches: int
+    batches: int  # committed transactions (a halved batch counts each half)
     complete: bool
     elapsed: float
     dry_run: bool
@@ -129,12 +154,15 @@ class ArchiveResult:
     failures: list[str]
     cells: list[CellArchive]
     purge: Any = None  # a PurgeResult when --purge ran
+    retries: int = 0  # batches run again after a conflict
+    halvings: int = 0  # batches split: too big for the server, or conflicting again and again
+    reconnects: int = 0  # lost connections the run resumed from
 
 
 class ShadowConflict(NovaDbError):
     """A shadow table already holds ids a batch would move there."""
 
-    exit_code = 255
+    exit_code = EXIT_TABLE_FAILED
 
 
 class _Mismatch(Exception):
@@ -146,7 +174,7 @@ class _Blocked(Exception):
 
 
 def _is_redo(exc: BaseException) -> bool:
-    return isinstance(exc, _Mismatch) or dberrors.is_retryable(exc)
+    return isinstance(exc, _Mismatch)
 
 
 class _CellRun:
@@ -178,32 +206,96 @@ class _CellRun:
         self.failed: set[str] = set()
         self.limits: dict[str, int] = {}
         self.sizes: dict[str, tuple[int, int]] = {}
-        self._lock = threading.Lock()
+        self.adapted = Adaptation()
+        self.faults = Faults(stop, self.adapted, on_retry=self._retried)
+        self.held: HeldLock = HeldLock()
 
     # -- the run -----------------------------------------------------------
     def run(self) -> CellArchive:
-        with database_lock(self.engine, LOCK_NAME, self.options.lock_timeout):
-            with self.engine.connect() as conn:
-                schema = Schema(conn, load_graph(conn))
-                self.sizes = row_sizes(conn, [*schema.graph.tables])
-                if self.api_engine is not None:
-                    api_meta = sa.MetaData()
-                    with self.api_engine.connect() as aconn:
-                        api_meta.reflect(aconn, only=list(API_TABLES))
-                    self.api_tables = {t: api_meta.tables[t] for t in API_TABLES}
-                    self.api_inline = self._same_server(conn)
-                self._check_drift(schema)
-                if self.options.dry_run:
-                    self._dry_run(conn, schema)
-            if not self.options.dry_run:
-                self._passes(schema)
-            with self.engine.connect() as conn:
-                # Only a table something unmovable references can hold rows back.
-                for name in (t for t in schema.graph.tables if schema.blockers.get(t)):
-                    held = conn.execute(schema.tree(name, self.criteria).held_back()).scalar()
-                    if held:
-                        self.result.held_back[name] = int(held)
+        try:
+            with database_lock(
+                self.engine, LOCK_NAME, self.options.lock_timeout, progress=self.progress
+            ) as held:
+                self.held = held
+                self._run()
+        except GaveUp as exc:
+            raise DatabaseFault(self._gave_up(exc)) from exc.cause
+        except DBAPIError as exc:
+            raise self._database_error(exc) from exc
+        finally:
+            self._sync_counts()
         return self.result
+
+    def _run(self) -> None:
+        schema = self.faults.call(self._prepare)
+        if not self.options.dry_run:
+            self._passes(schema)
+        # Only a table something unmovable references can hold rows back.
+        for name in (t for t in schema.graph.tables if schema.blockers.get(t)):
+            if name in self.failed:
+                continue
+            query = schema.tree(name, self.criteria).held_back()
+            held = self.faults.call(lambda q=query: self._scalar(q))
+            if held:
+                self.result.held_back[name] = int(held)
+
+    def _prepare(self) -> Schema:
+        """Read the schema, check the shadow tables; --dry-run counts too (redone on faults)."""
+        self.failed.clear()
+        self.result.failures.clear()
+        with self.engine.connect() as conn:
+            schema = Schema(conn, load_graph(conn))
+            self.sizes = row_sizes(conn, [*schema.graph.tables])
+            if self.api_engine is not None:
+                api_meta = sa.MetaData()
+                with self.api_engine.connect() as aconn:
+                    api_meta.reflect(aconn, only=list(API_TABLES))
+                self.api_tables = {t: api_meta.tables[t] for t in API_TABLES}
+                self.api_inline = self._same_server(conn)
+            self._check_shadows(conn, schema)
+            if self.options.dry_run:
+                self.result.rows.clear()
+                self._dry_run(conn, schema)
+        return schema
+
+    def _scalar(self, query: Any) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
+
+    def _sync_counts(self) -> None:
+        self.result.retries = self.adapted.retries
+        self.result.halvings = self.adapted.halvings
+        self.result.reconnects = self.adapted.reconnects + self.held.reacquired
+
+    def _done_so_far(self) -> str:
+        total = sum(self.result.rows.values())
+        return (
+            f"{total} rows archived in {self.result.batches} batches before that"
+            if total
+            else "nothing was archived before that"
+        )
+
+    def _gave_up(self, exc: GaveUp) -> str:
+        return (
+            f"archive of {self.result.url} stopped: {exc.describe()}. "
+            f"{self._done_so_far()}; nothing is lost or half-moved (every batch is one "
+            "transaction). Run the same command again (on any node of the cluster) to finish"
+        )
+
+    def _database_error(self, exc: DBAPIError) -> NovaDbError:
+        """A database error no retry fixes, as one line that says what to do."""
+        lacking = dberrors.privilege_problem(exc)
+        if lacking is not None:
+            return AccessDenied(
+                f"archive of {self.result.url} stopped: {lacking}; nothing was changed by the "
+                f"failing statement ({self._done_so_far()}). Grant it (archive needs SELECT, "
+                "INSERT and DELETE on the cell's tables and their shadow tables) and run again"
+            )
+        return DatabaseFault(
+            f"archive of {self.result.url} stopped on a database error "
+            f"{dberrors.message(exc)}; {self._done_so_far()}; nothing is lost or half-moved "
+            "(every batch is one transaction). Fix the cause and run the same command again"
+        )
 
     def _dry_run(self, conn: Connection, schema: Schema) -> None:
         for name, query in would_move(schema, self.criteria, frozenset(self.failed)).items():
@@ -244,7 +336,9 @@ class _CellRun:
             if self.result.stopped:
                 return
             if not self.options.until_complete:
-                self.result.complete = not self.budget.exhausted and self._nothing_left(schema)
+                self.result.complete = not self.budget.exhausted and self.faults.call(
+                    lambda: self._nothing_left(schema)
+                )
                 return
             if moved == 0:
                 self.result.complete = not self.failed
@@ -259,16 +353,39 @@ class _CellRun:
                     return False
         return True
 
-    def _check_drift(self, schema: Schema) -> None:
-        """Fail every tree one of whose shadow tables lacks a live column."""
-        for name in schema.graph.tables:
-            drift = schema.tree(name, self.criteria).drift()
-            if drift:
-                self._fail(name, "; ".join(
-                    f"shadow_{t} lacks column(s) {', '.join(cols)} that {t} has"
-                    for t, cols in drift.items()
-                ) + f"; nothing moved from {name}. Run `novadb sync` (or add the columns "
-                    "to the shadow tables) and archive again")  # fmt: skip
+    def _check_shadows(self, conn: Connection, schema: Schema) -> None:
+        """Fail every tree that a shadow table would make fail, before anything moves.
+
+        A missing shadow table fails its own table and every tree whose rows
+        would take its rows along; a shadow table whose columns would fail
+        the copy (see :mod:`novadb.archive.drift`) fails every tree it is in.
+        """
+        graph = schema.graph
+        mysql = conn.dialect.name == "mysql"
+        for name in graph.missing:
+            fix = create_shadow_fix(name, mysql)
+            self._fail(name, f"shadow_{name} is missing, so nothing moved from {name}. "
+                       f"Create it ({fix}) and archive again")  # fmt: skip
+        problems = shadow_problems(conn, graph.tables)
+        for name in graph.tables:
+            tree = schema.tree(name, self.criteria)
+            missing = graph.missing_below(name)
+            found = [p for t in tree.tables for p in problems.get(t, [])]
+            if missing:
+                tables = ", ".join(f"shadow_{t}" for t in missing)
+                self._fail(name, f"{tables} missing: {name} rows take their "
+                           f"{', '.join(missing)} rows with them, so nothing moved from {name}. "
+                           f"Create {'them' if len(missing) > 1 else 'it'} ("
+                           + "; ".join(create_shadow_fix(t, mysql) for t in missing)
+                           + ") and archive again")  # fmt: skip
+            elif found and all(p.lacks for p in found):
+                self._fail(name, f"{describe(found)}; nothing moved from {name}. Run "
+                           "`novadb sync` (or add the columns to the shadow tables) and "
+                           "archive again")  # fmt: skip
+            elif found:
+                self._fail(name, f"{describe(found)}; nothing moved from {name}. Fix the "
+                           f"shadow table(s) ({'; '.join(p.fix for p in found)}) and archive "
+                           "again")  # fmt: skip
 
     def _one_pass(self, schema: Schema) -> int:
         moved = 0
@@ -307,6 +424,10 @@ class _CellRun:
             total += rows / max(root_rows, 1) * avg
         return int(total)
 
+    def _candidates(self, tree: Tree, after: int, limit: int) -> list[int]:
+        with self.engine.connect() as conn:
+            return [int(r[0]) for r in conn.execute(tree.candidates(after, limit))]
+
     def _walk(self, tree: Tree) -> int:
         """Walk ``tree.root`` by primary key, one batch at a time.
 
@@ -320,12 +441,17 @@ class _CellRun:
             if reason is not None:
                 self.result.stopped = reason
                 return moved
+            # Never move a batch without the lock: another run may have it now.
+            self.held.verify()
             limit = self.budget.reserve(self._limit(tree))
             if limit == 0:
                 self.result.stopped = "budget"
                 return moved
-            with self.engine.connect() as conn:
-                ids = [int(r[0]) for r in conn.execute(tree.candidates(after, limit))]
+            try:
+                ids = self.faults.call(lambda a=after, n=limit: self._candidates(tree, a, n))
+            except BaseException:
+                self.budget.refund(limit)
+                raise
             if not ids:
                 self.budget.refund(limit)
                 return moved
@@ -334,12 +460,12 @@ class _CellRun:
             self.budget.refund(limit - (counts or {}).get(tree.root, 0))
             if counts is None:  # the tree failed; _fail said why
                 return moved
-            if counts:
-                self._record(tree, counts)
             moved += sum(v for k, v in counts.items() if not k.startswith("API_DB."))
             self.stop.sleep(self.options.sleep)
 
     def _record(self, tree: Tree, counts: dict[str, int]) -> None:
+        """Count one committed transaction, and tell progress."""
+        self._sync_counts()
         self.result.batches += 1
         for table, n in counts.items():
             if table.startswith("API_DB."):
@@ -349,11 +475,15 @@ class _CellRun:
                 self.result.rows[table] = self.result.rows.get(table, 0) + n
         total = sum(self.result.rows.values())
         batch_rows = sum(v for k, v in counts.items() if not k.startswith("API_DB."))
+        adapted = self.adapted.text()
         self.progress(Event(
             "archive", "batch",
-            f"{self.result.name}: {tree.root}: {batch_rows} rows (total {total})",
+            f"{self.result.name}: {tree.root}: {batch_rows} rows (total {total})"
+            + (f"; {adapted}" if adapted else ""),
             {"cell": self.result.name, "table": tree.root, "rows": batch_rows,
-             "total": total, "batches": self.result.batches},
+             "total": total, "batches": self.result.batches,
+             "retries": self.result.retries, "halvings": self.result.halvings,
+             "reconnects": self.result.reconnects},
         ))  # fmt: skip
         if self.sizes:
             actual = sum(n * self.sizes.get(t, (0, 0))[1] for t, n in counts.items())
@@ -363,51 +493,91 @@ class _CellRun:
 
     # -- one batch ---------------------------------------------------------
     def _batch(self, tree: Tree, ids: list[int]) -> dict[str, int] | None:
-        """Move one batch, retrying conflicts, halving on "too big", checking lost commits."""
+        """Move one batch: retry conflicts and lost connections, split it when it must shrink.
+
+        Returns the rows moved per table (each committed piece already
+        recorded), or None when the tree failed.
+        """
+        pending = [False]  # the connection died around COMMIT: check before redoing
         try:
-            for attempt in retrying(retry_on=_is_redo, on_retry=self._retried):
-                with attempt:
-                    return self._batch_checked(tree, ids)
+            counts = self.faults.call(
+                lambda: self._attempt(tree, ids, pending),
+                redo=_is_redo,
+                shrinkable=len(ids) > 1,
+            )
         except (_Blocked, ShadowConflict) as exc:
             self._fail(tree.root, str(exc))
             return None
+        except Shrink:
+            return self._halves(tree, ids, "conflicts kept hitting it")
         except DBAPIError as exc:
-            if dberrors.is_too_big(exc):
-                if len(ids) == 1:
-                    raise NovaDbError(
-                        f"{tree.root} id {ids[0]}: its rows alone exceed the server's "
-                        "transaction size limit; raise the limit (e.g. "
-                        "group_replication_transaction_size_limit) and archive again",
-                        exit_code=255,
-                    ) from exc
-                half = len(ids) // 2
-                self.limits[tree.root] = max(1, half)
-                first = self._batch(tree, ids[:half])
-                second = self._batch(tree, ids[half:])
-                if first is None or second is None:
-                    return None
-                return dict(Counter(first) + Counter(second))
-            raise
-        raise AssertionError("unreachable")  # pragma: no cover
+            if dberrors.is_shadow_value(exc):
+                self._fail(tree.root, f"a shadow table cannot hold this batch's rows "
+                           f"({dberrors.message(exc)}); nothing moved from {tree.root}. Run "
+                           "`novadb check` to see how the shadow tables differ, fix them and "
+                           "archive again")  # fmt: skip
+                return None
+            if not dberrors.is_too_big(exc):
+                raise
+            if len(ids) == 1:
+                raise NovaDbError(
+                    f"{tree.root} id {ids[0]}: its rows alone exceed the server's "
+                    "transaction size limit; raise the limit (e.g. "
+                    "group_replication_transaction_size_limit, wsrep_max_ws_rows, "
+                    "wsrep_max_ws_size) and archive again",
+                    exit_code=EXIT_TABLE_FAILED,
+                ) from exc
+            return self._halves(tree, ids, f"the server refused its size: {dberrors.message(exc)}")
+        if counts:
+            self._record(tree, counts)
+        return counts
 
-    def _retried(self, exc: BaseException | None) -> None:
-        with self._lock:
-            self.result.retries += 1
-        self.progress(Event("archive", "retry", f"{self.result.name}: retrying a batch: {exc}"))
+    def _halves(self, tree: Tree, ids: list[int], why: str) -> dict[str, int] | None:
+        half = len(ids) // 2
+        self.limits[tree.root] = max(1, half)
+        self.adapted.halvings += 1
+        self.progress(Event(
+            "archive", "halving",
+            f"{self.result.name}: {tree.root}: batch of {len(ids)} split in two ({why})",
+        ))  # fmt: skip
+        first = self._batch(tree, ids[:half])
+        if first is None:
+            return None
+        second = self._batch(tree, ids[half:])
+        if second is None:
+            return None
+        return dict(Counter(first) + Counter(second))
 
-    def _batch_checked(self, tree: Tree, ids: list[int]) -> dict[str, int]:
+    def _retried(self, kind: str, exc: BaseException) -> None:
+        what = "reconnecting" if kind == "lost" else "retrying a batch"
+        self.progress(Event(
+            "archive", "retry",
+            f"{self.result.name}: {what}: {dberrors.message(exc)}",
+            {"cell": self.result.name, "kind": kind},
+        ))  # fmt: skip
+
+    def _attempt(self, tree: Tree, ids: list[int], pending: list[bool]) -> dict[str, int]:
+        """One try at a batch; after a lost connection, first find out whether it landed."""
+        if pending[0]:
+            landed = self._landed(tree, ids)
+            pending[0] = False
+            if landed is not None:
+                return landed
         try:
             return self._batch_once(tree, ids)
         except DBAPIError as exc:
-            if not dberrors.is_lost_connection(exc):
-                raise
-        # The connection died around COMMIT: find out whether the batch landed.
+            if dberrors.is_lost_connection(exc):
+                pending[0] = True
+            raise
+
+    def _landed(self, tree: Tree, ids: list[int]) -> dict[str, int] | None:
+        """The batch's counts if it committed before the connection died, else None."""
         with self.engine.connect() as conn:
             live = sa.select(sa.func.count()).where(
                 tree.schema.live[tree.root].c.id.in_(ids), tree.eligible()
             )
             if conn.execute(live).scalar():
-                raise _Mismatch("batch did not commit; redo it")
+                return None  # still live and eligible: it did not commit; redo it
             shadow = tree.schema.shadow[tree.root]
             found = [int(r[0]) for r in conn.execute(
                 sa.select(shadow.c.id).where(shadow.c.id.in_(ids)))]  # fmt: skip
@@ -614,4 +784,7 @@ def _combine(cells: list[CellArchive], options: ArchiveOptions, elapsed: float) 
         held_back=held,
         failures=failures,
         cells=cells,
+        retries=sum(c.retries for c in cells),
+        halvings=sum(c.halvings for c in cells),
+        reconnects=sum(c.reconnects for c in cells),
     )

@@ -67,6 +67,8 @@ class Graph:
 
     tables: tuple[str, ...]
     edges: tuple[Edge, ...]
+    # Archivable tables (a deleted column) whose shadow twin is missing.
+    missing: tuple[str, ...] = ()
 
     def children(self, parent: str) -> tuple[Edge, ...]:
         """Edges whose parent is ``parent`` and whose child archive can move."""
@@ -84,19 +86,42 @@ class Graph:
         walk(parent)
         return tuple(out)
 
+    def missing_below(self, parent: str) -> tuple[str, ...]:
+        """Tables whose rows move with ``parent``'s but whose shadow twin is missing.
+
+        Such a tree cannot move at all: without the child's shadow table the
+        parent would be archived without its children, or held back forever.
+        """
+        present = set(self.tables) | set(self.missing)
+        out: list[str] = []
+
+        def walk(table: str) -> None:
+            for edge in MODEL_EDGES:
+                if edge.parent == table and edge.child in present:
+                    if edge.child in self.missing and edge.child not in out:
+                        out.append(edge.child)
+                    walk(edge.child)
+
+        walk(parent)
+        return tuple(out)
+
 
 def load_graph(conn: Connection) -> Graph:
     """Nova's archivable tables (with a shadow twin and a deleted column) in ``conn``."""
     inspector = sa.inspect(conn)
     present = set(inspector.get_table_names())
     tables = []
+    missing = []
     for name in MODEL_TABLES:
-        shadow = f"shadow_{name}"
-        if name not in present or shadow not in present:
+        if name not in present:
             continue
         columns = {c["name"] for c in inspector.get_columns(name)}
-        if "deleted" in columns:
+        if "deleted" not in columns:
+            continue
+        if f"shadow_{name}" in present:
             tables.append(name)
+        else:
+            missing.append(name)
     movable = set(tables)
     edges = tuple(e for e in MODEL_EDGES if e.child in movable and e.parent in movable)
-    return Graph(tuple(tables), edges)
+    return Graph(tuple(tables), edges, tuple(missing))

@@ -18,15 +18,17 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
+from novadb import dberrors
 from novadb.archive.graph import PURGE_TIMESTAMP
-from novadb.batching import DEFAULT_MAX_BYTES, StopWhen, retrying, row_sizes
+from novadb.batching import DEFAULT_MAX_BYTES, Adaptation, Faults, GaveUp, StopWhen, row_sizes
 from novadb.config import Settings
-from novadb.connections import create_engine
+from novadb.connections import create_engine, mask
 from novadb.dates import parse_before
-from novadb.errors import BadInput, NovaDbError
+from novadb.errors import AccessDenied, BadInput, DatabaseFault, NovaDbError
 from novadb.fanout import CellTarget, cell_targets, run_cells
-from novadb.locking import DEFAULT_TIMEOUT, database_lock
+from novadb.locking import DEFAULT_TIMEOUT, HeldLock, database_lock
 from novadb.progress import Event, Progress, ignore
 
 LOCK_NAME = "archive"  # archive and purge never run together on one database
@@ -67,6 +69,9 @@ class CellPurge:
     columns: dict[str, str] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     stopped: str | None = None
+    retries: int = 0
+    halvings: int = 0
+    reconnects: int = 0
 
 
 @dataclass
@@ -80,6 +85,9 @@ class PurgeResult:
     stopped: str | None
     messages: list[str]
     cells: list[CellPurge]
+    retries: int = 0  # windows run again after a conflict
+    halvings: int = 0  # windows halved because the server refused their size
+    reconnects: int = 0  # lost connections the run resumed from
 
 
 def timestamp_column(table: sa.Table) -> str | None:
@@ -110,19 +118,65 @@ class _CellPurge:
         self.stop = stop
         self.result = CellPurge(cell.name, cell.identity)
         self.sizes: dict[str, tuple[int, int]] = {}
+        self.adapted = Adaptation()
+        self.faults = Faults(stop, self.adapted, on_retry=self._retried)
+        self.held = HeldLock()
+        self.deleted = 0
 
     def run(self) -> CellPurge:
-        with database_lock(self.engine, LOCK_NAME, self.options.lock_timeout):
-            with self.engine.connect() as conn:
-                tables = _shadow_tables(conn)
-                self.sizes = row_sizes(conn, [t.name for t in tables])
-            for table in tables:
-                reason = self.stop.reason()
-                if reason is not None:
-                    self.result.stopped = reason
-                    break
-                self._table(table)
+        try:
+            with database_lock(
+                self.engine, LOCK_NAME, self.options.lock_timeout, progress=self.progress
+            ) as held:
+                self.held = held
+                tables = self.faults.call(self._prepare)
+                for table in tables:
+                    reason = self.stop.reason()
+                    if reason is not None:
+                        self.result.stopped = reason
+                        break
+                    self._table(table)
+        except GaveUp as exc:
+            raise DatabaseFault(
+                f"purge of {mask(self.engine.url)} stopped: {exc.describe()}. "
+                f"{self._done_so_far()}; every window is one transaction, so nothing is "
+                "half-deleted. Run the same command again (on any node of the cluster) to finish"
+            ) from exc.cause
+        except DBAPIError as exc:
+            lacking = dberrors.privilege_problem(exc)
+            if lacking is not None:
+                raise AccessDenied(
+                    f"purge of {mask(self.engine.url)} stopped: {lacking}; "
+                    f"{self._done_so_far()}. Grant it (purge needs SELECT and DELETE on the "
+                    "shadow tables) and run again"
+                ) from exc
+            raise DatabaseFault(
+                f"purge of {mask(self.engine.url)} stopped on a database error "
+                f"{dberrors.message(exc)}; {self._done_so_far()}; nothing is half-deleted. "
+                "Fix the cause and run the same command again"
+            ) from exc
+        finally:
+            self.result.retries = self.adapted.retries
+            self.result.halvings = self.adapted.halvings
+            self.result.reconnects = self.adapted.reconnects + self.held.reacquired
         return self.result
+
+    def _prepare(self) -> list[sa.Table]:
+        with self.engine.connect() as conn:
+            tables = _shadow_tables(conn)
+            self.sizes = row_sizes(conn, [t.name for t in tables])
+        return tables
+
+    def _done_so_far(self) -> str:
+        total = sum(self.result.rows.values()) + self.deleted
+        return f"{total} rows deleted before that" if total else "nothing was deleted before that"
+
+    def _retried(self, kind: str, exc: BaseException) -> None:
+        what = "reconnecting" if kind == "lost" else "retrying a window"
+        self.progress(Event(
+            "purge", "retry", f"{self.result.name}: {what}: {dberrors.message(exc)}",
+            {"cell": self.result.name, "kind": kind},
+        ))  # fmt: skip
 
     def _condition(self, table: sa.Table) -> tuple[Any, str] | None:
         if self.options.before is None:
@@ -142,13 +196,8 @@ class _CellPurge:
             return
         where, column = found
         if self.options.dry_run:
-            with self.engine.connect() as conn:
-                count = int(
-                    conn.execute(
-                        sa.select(sa.func.count()).select_from(table).where(where)
-                    ).scalar()
-                    or 0
-                )
+            query = sa.select(sa.func.count()).select_from(table).where(where)
+            count = int(self.faults.call(lambda: self._scalar(query)) or 0)
         else:
             count = self._delete(table, where)
         if count:
@@ -171,57 +220,68 @@ class _CellPurge:
         """
         pk = list(table.primary_key.columns)
         if len(pk) != 1 or not isinstance(pk[0].type, sa.Integer):
-            return self._run(sa.delete(table).where(where))
+            return self.faults.call(lambda: self._run(sa.delete(table).where(where)))
         key = pk[0]
         size = self.options.batch_size
         avg = self.sizes.get(table.name, (0, 0))[1]
         if avg:  # keep a window's rows under the cluster's transaction size limit
             size = max(1, min(size, DEFAULT_MAX_BYTES // avg))
-        deleted = 0
+        self.deleted = 0
         low: int = -1
+        # The last matching id now: windows stop there (archive, the only
+        # other writer of shadow tables, waits for the same lock).
+        top = self.faults.call(lambda: self._scalar(sa.select(sa.func.max(key)).where(where)))
+        while top is not None and low < top:
+            if self.stop.reason() is not None:
+                self.result.stopped = self.stop.reason()
+                return self.deleted
+            self.held.verify()
+            try:
+                found = self.faults.call(
+                    lambda a=low, n=size: self._window(table, key, where, a, n)
+                )
+            except DBAPIError as exc:
+                if not dberrors.is_too_big(exc) or size == 1:
+                    raise
+                size = max(1, size // 2)
+                self.adapted.halvings += 1
+                continue
+            if found is None:
+                return self.deleted
+            low, n = found
+            self.deleted += n
+            self.progress(Event(
+                "purge", "batch",
+                f"{self.result.name}: {table.name}: {n} rows (total {self.deleted})",
+                {"cell": self.result.name, "table": table.name, "rows": n,
+                 "total": self.deleted, "retries": self.adapted.retries,
+                 "halvings": self.adapted.halvings, "reconnects": self.adapted.reconnects},
+            ))  # fmt: skip
+        return self.deleted
+
+    def _scalar(self, query: Any) -> Any:
         with self.engine.connect() as conn:
-            # The last matching id now: windows stop there (archive, the only
-            # other writer of shadow tables, waits for the same lock).
-            top = conn.execute(sa.select(sa.func.max(key)).where(where)).scalar()
-            conn.rollback()
-            while top is not None and low < top:
-                if self.stop.reason() is not None:
-                    self.result.stopped = self.stop.reason()
-                    return deleted
-                found = self._window(conn, table, key, where, low, size)
-                if found is None:
-                    return deleted
-                low, n = found
-                deleted += n
-                self.progress(Event(
-                    "purge", "batch",
-                    f"{self.result.name}: {table.name}: {n} rows (total {deleted})",
-                    {"cell": self.result.name, "table": table.name, "rows": n, "total": deleted},
-                ))  # fmt: skip
-        return deleted
+            return conn.execute(query).scalar()
 
     def _window(
-        self, conn: Connection, table: sa.Table, key: Any, where: Any, after: int, size: int
+        self, table: sa.Table, key: Any, where: Any, after: int, size: int
     ) -> tuple[int, int] | None:
-        """Delete the next window in one transaction; (its last id, rows) or None when done."""
-        for attempt in retrying():
-            with attempt:
-                if conn.in_transaction():
-                    conn.rollback()
-                with conn.begin():
-                    low = conn.execute(sa.select(sa.func.min(key)).where(where, key > after))
-                    start = low.scalar()
-                    if start is None:
-                        return None
-                    statement = sa.delete(table).where(where, key >= start, key < start + size)
-                    return int(start) + size - 1, int(conn.execute(statement).rowcount)
-        raise AssertionError("unreachable")  # pragma: no cover
+        """Delete the next window in one transaction; (its last id, rows) or None when done.
+
+        Safe to run again after a lost connection: a window that did commit
+        is simply gone, and the next one starts after the ids still there.
+        """
+        with self.engine.begin() as conn:
+            low = conn.execute(sa.select(sa.func.min(key)).where(where, key > after))
+            start = low.scalar()
+            if start is None:
+                return None
+            statement = sa.delete(table).where(where, key >= start, key < start + size)
+            return int(start) + size - 1, int(conn.execute(statement).rowcount)
 
     def _run(self, statement: sa.Delete) -> int:
-        for attempt in retrying():
-            with attempt, self.engine.begin() as conn:
-                return int(conn.execute(statement).rowcount)
-        raise AssertionError("unreachable")  # pragma: no cover
+        with self.engine.begin() as conn:
+            return int(conn.execute(statement).rowcount)
 
 
 def purge_cell(
@@ -279,4 +339,7 @@ def purge(
         stopped=next((c.stopped for c in results if c.stopped), None),
         messages=[m for c in results for m in c.messages],
         cells=results,
+        retries=sum(c.retries for c in results),
+        halvings=sum(c.halvings for c in results),
+        reconnects=sum(c.reconnects for c in results),
     )

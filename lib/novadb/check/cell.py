@@ -16,6 +16,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from novadb.archive.drift import shadow_problems
 from novadb.archive.graph import MODEL_TABLES, Graph, load_graph
 from novadb.archive.tree_sql import Blocker, Criteria, Schema, would_move
 from novadb.check.dialect import Catalogue, compares_types, next_ids
@@ -121,6 +122,8 @@ def _drift(
     """
     out = []
     lacking: set[str] = set()
+    # What else would fail archive's copy (the shared rule archive refuses by).
+    others = shadow_problems(conn, graph.tables)
     for name in graph.tables:
         live, shadow = columns[name], columns[f"shadow_{name}"]
         missing = [c for c in live if c not in shadow]
@@ -131,6 +134,8 @@ def _drift(
                 if column in shadow and shadow[column] != kind:
                     differ.append(column)
                     statements.append(f"ALTER TABLE shadow_{name} MODIFY {column} {kind}")
+        extra = [p for p in others.get(name, []) if not p.lacks and p.column not in differ]
+        statements += [p.fix for p in extra]
         if not statements:
             continue
         parts = []
@@ -139,10 +144,14 @@ def _drift(
             lacking.add(name)
         if differ:
             parts.append(f"types {', '.join(differ)} differently")
+        if any(not p.lacks for p in others.get(name, [])):
+            lacking.add(name)  # archive refuses the tree, as when a column is missing
+        parts += [p.what for p in extra]
         out.append(Finding(
             database, BLOCKER, "shadow-drift",
             f"shadow_{name} differs from {name} ({'; '.join(parts)}): archive cannot copy "
-            "its rows", len(missing) + len(differ), "; ".join(statements), subject=name,
+            "its rows", len(missing) + len(differ) + len(extra), "; ".join(statements),
+            subject=name,
         ))  # fmt: skip
     return out, lacking
 

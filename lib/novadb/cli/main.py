@@ -17,6 +17,9 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
+from novadb import dberrors
 from novadb.archive.archive import ArchiveOptions, ArchiveResult, archive
 from novadb.archive.purge import PurgeOptions, PurgeResult, purge
 from novadb.check.check import CheckResult, check
@@ -25,7 +28,14 @@ from novadb.cli import placement as cli_placement
 from novadb.cli.output import Output
 from novadb.cli.progress import stop_on_ctrl_c
 from novadb.config import Settings, load_settings
-from novadb.errors import BadInput, NovaDbError
+from novadb.errors import (
+    EXIT_DATABASE_FAULT,
+    EXIT_INTERRUPTED,
+    EXIT_TABLE_FAILED,
+    EXIT_UNEXPECTED,
+    BadInput,
+    NovaDbError,
+)
 from novadb.online.runner import OnlineResult, online_migrate
 from novadb.online.runner import validate as validate_online
 from novadb.placement.audit import AuditResult
@@ -36,9 +46,6 @@ from novadb.sample.demo import DEFAULT_INSTANCES, DemoStep, run_demo
 from novadb.schema.null_uuid import null_instance_uuid_scan
 from novadb.schema.sync import SyncResult, sync, version
 from novadb.targets import CHOICES
-
-EXIT_UNEXPECTED = 255
-EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -413,7 +420,7 @@ def _cmd_archive(args: argparse.Namespace, out: Output) -> int:
     for failure in result.failures:
         sys.stderr.write(f"novadb: error: {failure}\n")
     if result.failures:
-        return EXIT_UNEXPECTED
+        return EXIT_TABLE_FAILED
     return 1 if result.total and not result.dry_run else 0
 
 
@@ -513,6 +520,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.close()
         sys.stderr.write("novadb: interrupted\n")
         return EXIT_INTERRUPTED
+    except DBAPIError as exc:
+        # Operations turn the faults they know into NovaDbError with their
+        # context; anything else from the server still gets one line, never
+        # a traceback or an "unexpected error".
+        out.close()
+        if args.debug:
+            traceback.print_exc()
+        lacking = dberrors.privilege_problem(exc)
+        detail = f"{lacking}; grant it" if lacking else dberrors.message(exc)
+        sys.stderr.write(
+            f"novadb: error: {args.operation} stopped on a database error: {detail}; "
+            "fix the cause and run the same command again (rerun with --debug for the "
+            "traceback)\n"
+        )
+        return EXIT_DATABASE_FAULT
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         if args.debug:
             traceback.print_exc()

@@ -1,4 +1,4 @@
-"""Progress bars for the CLI: rows moved, rows/s, elapsed, one bar per operation and cell.
+"""Progress bars for the CLI: rows moved, rows/s, adaptation, elapsed, one bar per cell.
 
 Shown only when stdout is a terminal (and not with --json); otherwise the
 library's events are dropped, except warnings, which always reach stderr.
@@ -38,6 +38,7 @@ class Bars:
             TextColumn("{task.description}"),
             TextColumn("{task.completed:,.0f} rows"),
             TextColumn("{task.fields[rate]}"),
+            TextColumn("{task.fields[adapted]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),  # blank unless the operation said how much there is
             console=console,
@@ -57,7 +58,7 @@ class Bars:
         cell = str(event.data.get("cell", ""))
         key = f"{event.operation} {cell}".strip()
         if key not in self._tasks:
-            self._tasks[key] = self._progress.add_task(key, total=None, rate="")
+            self._tasks[key] = self._progress.add_task(key, total=None, rate="", adapted="")
         task_id = self._tasks[key]
         if "expected" in event.data:
             self._progress.update(task_id, total=float(str(event.data["expected"])))
@@ -65,6 +66,12 @@ class Bars:
             self._progress.update(task_id, completed=float(str(event.data["total"])))
         elif "done" in event.data:
             self._progress.advance(task_id, float(str(event.data["done"])))
+        adapted = [
+            f"{event.data[k]} {k}" for k in ("retries", "halvings", "reconnects")
+            if event.data.get(k)
+        ]  # fmt: skip
+        if adapted:
+            self._progress.update(task_id, adapted=", ".join(adapted))
         task = self._progress.tasks[task_id]
         speed = task.speed
         self._progress.update(task_id, rate=f"{speed:,.0f} rows/s" if speed else "")

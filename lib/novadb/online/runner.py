@@ -15,14 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
-from novadb.batching import StopWhen
+from novadb import dberrors
+from novadb.batching import Adaptation, Faults, GaveUp, StopWhen
 from novadb.cells import list_cells
 from novadb.config import Settings
 from novadb.connections import create_engine
-from novadb.errors import BadInput, NovaDbError
+from novadb.errors import AccessDenied, BadInput, DatabaseFault, NovaDbError
 from novadb.fanout import cell_targets
-from novadb.locking import DEFAULT_TIMEOUT, database_lock
+from novadb.locking import DEFAULT_TIMEOUT, HeldLock, database_lock
 from novadb.online.base import Context, Migration, Unmigratable
 from novadb.online.registry import MIGRATIONS
 from novadb.progress import Event, Progress, ignore
@@ -58,6 +60,9 @@ class OnlineResult:
     done: int
     max_count: int | None
     stopped: str | None = None
+    retries: int = 0  # calls run again after a conflict that outlasted the statement's retries
+    halvings: int = 0  # (batches are not split: a migration's batch is already small)
+    reconnects: int = 0  # lost connections the run resumed from
 
     @property
     def exit_code(self) -> int:
@@ -127,9 +132,22 @@ def online_migrate(
         # One online-migrate at a time (DESIGN's safety rule), held on the API
         # database, or on Placement's when only Placement is migrated.
         holder = api if api is not None else placement
+        held = HeldLock()
         if holder is not None:
-            stack.enter_context(database_lock(holder, "online-migrate", lock_timeout))
-        result = _loop(units, max_count, batch_size, progress, StopWhen.after(None, stop))
+            held = stack.enter_context(
+                database_lock(holder, "online-migrate", lock_timeout, progress=progress)
+            )
+        stop_when = StopWhen.after(None, stop)
+        adapted = Adaptation()
+
+        def retried(kind: str, exc: BaseException) -> None:
+            what = "reconnecting" if kind == "lost" else "retrying"
+            progress(Event("online-migrate", "retry", f"{what}: {dberrors.message(exc)}"))
+
+        faults = Faults(stop_when, adapted, on_retry=retried)
+        result = _loop(units, max_count, batch_size, progress, stop_when, faults, held)
+        result.retries = adapted.retries
+        result.reconnects = adapted.reconnects + held.reacquired
     result.elapsed = round(time.monotonic() - started, 3)
     return result
 
@@ -193,12 +211,46 @@ def _units(
     return units
 
 
+def _call(unit: _Unit, limit: int, faults: Faults) -> Any:
+    """One call of a migration, run again (from the same cursor) after faults.
+
+    A migration's writes are compare-and-swap updates, so a call cut off by a
+    lost connection can run again: rows it already changed are no longer
+    candidates.  Its cursor is put back first, so no candidate is skipped.
+    """
+    saved = dict(unit.state)
+
+    def once() -> Any:
+        unit.state.clear()
+        unit.state.update(saved)
+        return unit.migration.func(unit.context, limit, unit.state)
+
+    return faults.call(once)
+
+
+def _fault(exc: BaseException, done: int) -> NovaDbError:
+    before = f"{done} rows migrated before that" if done else "nothing was migrated before that"
+    if isinstance(exc, GaveUp):
+        return DatabaseFault(
+            f"online-migrate stopped: {exc.describe()}. {before}; each migration's batch is "
+            "its own transaction and migrations are idempotent, so nothing is half-done. "
+            "Run the same command again (on any node of the cluster) to finish"
+        )
+    assert isinstance(exc, DBAPIError)
+    lacking = dberrors.privilege_problem(exc)
+    if lacking is not None:
+        return AccessDenied(f"online-migrate stopped: {lacking}; {before}. Grant it and run again")
+    return DatabaseFault(f"online-migrate stopped: {dberrors.message(exc)}; {before}")
+
+
 def _loop(
     units: list[_Unit],
     max_count: int | None,
     batch_size: int,
     progress: Progress,
     stop: StopWhen,
+    faults: Faults,
+    held: HeldLock,
 ) -> OnlineResult:
     results: list[MigrationResult] = []
     for unit in units:
@@ -217,8 +269,22 @@ def _loop(
             limit = batch_size if max_count is None else max_count - ran
             if limit <= 0:
                 break
+            held.verify()  # LockLost: another run took over; stop here
             try:
-                outcome = unit.migration.func(unit.context, limit, unit.state)
+                outcome = _call(unit, limit, faults)
+            except GaveUp as exc:
+                raise _fault(exc, ran_total + ran) from exc.cause
+            except DBAPIError as exc:
+                if dberrors.privilege_problem(exc) is None:
+                    unit.failed = True
+                    unit.result.error = dberrors.message(exc)
+                    progress(Event(
+                        "online-migrate", "warning",
+                        f"{unit.migration.name} ({unit.context.cell_name}) failed: "
+                        f"{unit.result.error}",
+                    ))  # fmt: skip
+                    continue
+                raise _fault(exc, ran_total + ran) from exc
             except NovaDbError as exc:
                 unit.failed = True
                 unit.result.error = str(exc)

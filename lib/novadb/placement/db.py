@@ -51,7 +51,7 @@ WRITER_LOCK = "placement-writes"
 WRITER_LOCK_TIMEOUT = DEFAULT_TIMEOUT  # seconds a second writer waits before giving up
 
 
-def writer_lock(engine: Engine, *, held: bool = False) -> AbstractContextManager[None]:
+def writer_lock(engine: Engine, *, held: bool = False) -> AbstractContextManager[object]:
     """The Placement writer lock, unless the caller (rebuild-placement) already holds it."""
     return nullcontext() if held else database_lock(engine, WRITER_LOCK, WRITER_LOCK_TIMEOUT)
 

@@ -99,6 +99,11 @@ def archive_summary(result: ArchiveResult) -> str:
     text = (
         f"{verb} {result.total} rows in {result.batches} batches, {result.elapsed:.1f} s; {state}"
     )
+    if result.retries or result.halvings or result.reconnects:
+        text += (
+            f" (adapted: {result.retries} retries, {result.halvings} halvings, "
+            f"{result.reconnects} reconnects)"
+        )
     if result.held_back:
         held = ", ".join(f"{t} {n}" for t, n in sorted(result.held_back.items()))
         text += f"\nheld back (still referenced by tables archive does not move): {held}"
