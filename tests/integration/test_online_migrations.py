@@ -14,7 +14,7 @@ import secrets
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -271,6 +271,13 @@ def drain(
 def nothing_left(func: Func, ctx: Context) -> Outcome:
     """A fresh run's single call (a new cursor), with a large limit."""
     return func(ctx, 1000, {})
+
+
+def _when(value: Any) -> datetime | None:
+    """A DATETIME column's value (SQLite's raw rows hold strings)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
 
 
 def u(n: int, prefix: str = "aaaaaaaa") -> str:
@@ -946,18 +953,19 @@ def test_populate_instance_compute_id(cloud: Cloud) -> None:
 
 
 def test_placement_migrations(cloud: Cloud) -> None:
-    # Provider 3 is 2's parent and has no root yet: 2 is reported, then fixed by a later run.
-    cloud.put("placement", "resource_providers", id=1, uuid=u(1), name="rp1", generation=0)
-    cloud.put("placement", "resource_providers", id=3, uuid=u(3), name="rp3", generation=0)
-    cloud.put(
-        "placement",
-        "resource_providers",
-        id=2,
-        uuid=u(2),
-        name="rp2",
-        generation=0,
-        parent_provider_id=3,
-    )
+    started = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    # A tree without roots, its child (2) numbered before its parent (3) and a
+    # grandchild (5): one run gives all of them the root 3.
+    for ident, parent in ((1, None), (3, None), (2, 3), (5, 2)):
+        cloud.put(
+            "placement",
+            "resource_providers",
+            id=ident,
+            uuid=u(ident),
+            name=f"rp{ident}",
+            generation=0,
+            parent_provider_id=parent,
+        )
     cloud.put(
         "placement",
         "resource_providers",
@@ -967,14 +975,30 @@ def test_placement_migrations(cloud: Cloud) -> None:
         generation=0,
         root_provider_id=4,
     )
+    # Two providers that are each other's parent: no root can be known.
+    for ident in (6, 7):
+        cloud.put("placement", "resource_providers", id=ident, uuid=u(ident), name=f"rp{ident}",
+                  generation=0)  # fmt: skip
+    cloud.run("placement", "UPDATE resource_providers SET parent_provider_id = 13 - id "
+              "WHERE id > 5")  # fmt: skip
     ctx = cloud.ctx(placement__incomplete_consumer_project_id="proj-x")
     calls, bad = drain(placement.set_root_provider_ids, ctx, 2)
-    assert calls == [(2, 1), (1, 1)]
-    assert bad == [Unmigratable("resource_providers", "2", "its parent has no root provider yet")]
-    assert drain(placement.set_root_provider_ids, ctx, 2) == ([(1, 1)], [])
+    # Level by level: 1 and 3, then 2, then 5; then the loop is reported, once.
+    assert calls == [(2, 2), (1, 1), (1, 1), (2, 0)]
+    reason = "its parent chain loops and never reaches a provider with a root"
+    assert bad == [Unmigratable("resource_providers", str(i), reason) for i in (6, 7)]
     roots = "SELECT id, root_provider_id FROM resource_providers ORDER BY id"
-    assert cloud.rows("placement", roots) == [(1, 1), (2, 3), (3, 3), (4, 4)]
-    assert nothing_left(placement.set_root_provider_ids, ctx) == Outcome()
+    expected_roots = [(1, 1), (2, 3), (3, 3), (4, 4), (5, 3), (6, None), (7, None)]
+    assert cloud.rows("placement", roots) == expected_roots
+    # Placement's models stamp updated_at on every UPDATE: the rows given a root have it.
+    stamped = "SELECT id, updated_at FROM resource_providers WHERE updated_at IS NOT NULL"
+    written = dict(cloud.rows("placement", stamped))
+    assert sorted(written) == [1, 2, 3, 5]
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    assert all(started <= (_when(w) or now) <= now for w in written.values()), written
+    again = nothing_left(placement.set_root_provider_ids, ctx)
+    assert (again.found, again.done, [b.id for b in again.unmigratable]) == (2, 0, ["6", "7"])
+    assert cloud.rows("placement", roots) == expected_roots
 
     cloud.put("placement", "projects", id=1, external_id="proj-real")
     cloud.put("placement", "users", id=1, external_id="user-real")
@@ -991,15 +1015,35 @@ def test_placement_migrations(cloud: Cloud) -> None:
         )
     assert drain(placement.create_incomplete_consumers, ctx, 10) == ([(2, 2)], [])
     consumers = (
-        "SELECT c.uuid, p.external_id, s.external_id, c.generation FROM consumers c "
-        "JOIN projects p ON p.id = c.project_id JOIN users s ON s.id = c.user_id ORDER BY c.uuid"
+        "SELECT c.uuid, p.external_id, s.external_id, c.generation, c.consumer_type_id"
+        " FROM consumers c JOIN projects p ON p.id = c.project_id"
+        " JOIN users s ON s.id = c.user_id ORDER BY c.uuid"
     )
     expected = [
-        (u(10), "proj-x", FAKE_UUID, 0),
-        (u(20), "proj-x", FAKE_UUID, 0),
-        (u(30), "proj-real", "user-real", 3),
+        (u(10), "proj-x", FAKE_UUID, 0, None),
+        (u(20), "proj-x", FAKE_UUID, 0, None),
+        (u(30), "proj-real", "user-real", 3, None),
     ]
     assert cloud.rows("placement", consumers) == expected
+    # Rows the migration created carry created_at, as Placement's models stamp it.
+    created = (
+        "SELECT 'consumer', uuid, created_at FROM consumers UNION ALL"
+        " SELECT 'project', external_id, created_at FROM projects UNION ALL"
+        " SELECT 'user', external_id, created_at FROM users"
+    )
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    stamps = {(kind, name): _when(at) for kind, name, at in cloud.rows("placement", created)}
+    assert {k for k, at in stamps.items() if at is not None and started <= at <= now} == {
+        ("consumer", u(10)),
+        ("consumer", u(20)),
+        ("project", "proj-x"),
+        ("user", FAKE_UUID),
+    }
+    assert {k for k, at in stamps.items() if at is None} == {
+        ("consumer", u(30)),
+        ("project", "proj-real"),
+        ("user", "user-real"),
+    }
     assert nothing_left(placement.create_incomplete_consumers, ctx) == Outcome()
     assert cloud.rows("placement", consumers) == expected
 
@@ -1163,6 +1207,10 @@ def test_runner_all_cells_runs_main_migrations_per_cell(cloud: Cloud) -> None:
 
 def test_runner_placement_database(cloud: Cloud) -> None:
     cloud.put("placement", "resource_providers", id=1, uuid=u(1), name="rp1", generation=0)
+    # A child numbered before its parent, neither with a root: one run does both.
+    cloud.put("placement", "resource_providers", id=3, uuid=u(3), name="rp3", generation=0)
+    cloud.put("placement", "resource_providers", id=2, uuid=u(2), name="rp2", generation=0,
+              parent_provider_id=3)  # fmt: skip
     cloud.put(
         "placement",
         "allocations",
@@ -1175,11 +1223,13 @@ def test_runner_placement_database(cloud: Cloud) -> None:
     cloud.put("main", "block_device_mapping", id=1)  # not this database: left alone
     result = online_migrate(cloud.settings(), database="placement")
     assert _by_name(result) == {
-        "set_root_provider_ids": (1, 1),
+        "set_root_provider_ids": (3, 3),
         "create_incomplete_consumers": (1, 1),
     }
     assert (result.exit_code, result.complete) == (0, True)
-    assert cloud.rows("placement", "SELECT root_provider_id FROM resource_providers") == [(1,)]
+    assert [m.unmigratable for m in result.migrations] == [[], []]
+    roots = "SELECT id, root_provider_id FROM resource_providers ORDER BY id"
+    assert cloud.rows("placement", roots) == [(1, 1), (2, 3), (3, 3)]
     assert cloud.rows("main", "SELECT count(*) FROM block_device_mapping WHERE uuid IS NULL") == [
         (1,)
     ]
