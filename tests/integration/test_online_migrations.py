@@ -21,6 +21,7 @@ from typing import Any
 import pymysql
 import pytest
 import sqlalchemy as sa
+from novadb.cells import CELL0_UUID
 from novadb.config import Settings, load_settings
 from novadb.connections import create_engine
 from novadb.errors import BadInput, ConfigError
@@ -253,14 +254,14 @@ def cloud(databases: Cloud) -> Cloud:
 def drain(
     func: Func, ctx: Context, limit: int
 ) -> tuple[list[tuple[int, int]], list[Unmigratable]]:
-    """Call ``func`` like the runner does until a call finds nothing: (found, done) per call."""
+    """Call ``func`` like the runner does until a call looks at nothing: (found, done) per call."""
     state: dict[str, Any] = {}
     calls: list[tuple[int, int]] = []
     bad: list[Unmigratable] = []
     while True:
         outcome = func(ctx, limit, state)
-        assert outcome.found <= limit and outcome.done <= outcome.found
-        if not outcome.found:
+        assert outcome.seen <= limit and outcome.done <= outcome.found
+        if not outcome.seen:
             assert outcome.done == 0 and not outcome.unmigratable
             return calls, bad
         calls.append((outcome.found, outcome.done))
@@ -766,8 +767,9 @@ def test_fill_virtual_interface_list(cloud: Cloud) -> None:
     _vm(cloud, 7, 7, [])  # empty cache: not a candidate
     _vm(cloud, 8, 8, [_port(9)], deleted=8)  # deleted: not a candidate
     _vm(cloud, 9, 9, [_port(10)], vm_state="soft-delete")  # soft-deleted: not a candidate
-    j = _vm(cloud, 10, 10, [_port(5)])  # its VIF address is c's live one: reported
+    _vm(cloud, 10, 10, [_port(5)])  # its VIF address is c's live one: reported
     k = _vm(cloud, 11, 0, [_port(11)])  # only a deleted VIF row: built
+    newest = _vm(cloud, 12, 12, "[ ]")  # walked (the marker names it), not counted
     _vif(cloud, 1, b, _port(4))
     _vif(cloud, 2, b, _port(3), tag="tagged")
     _vif(cloud, 3, c, _port(5))
@@ -777,8 +779,9 @@ def test_fill_virtual_interface_list(cloud: Cloud) -> None:
     ctx = cloud.ctx()
 
     calls, bad = drain(vifs.fill_virtual_interface_list, ctx, 3)
-    # Candidates in (created_at, id) order: k, b, c | d, e, a | j.
-    assert calls == [(3, 2), (3, 1), (1, 0)]
+    # Live instances in (created_at, id) order, as Nova walks them: k, b, c | d, e, a |
+    # 6, 7, j | newest.  Only those with a non-empty cache count as found.
+    assert calls == [(3, 2), (3, 1), (1, 0), (0, 0)]
     assert bad == [
         Unmigratable(
             "instances",
@@ -816,12 +819,13 @@ def test_fill_virtual_interface_list(cloud: Cloud) -> None:
         "main",
         "SELECT id, deleted, deleted_at IS NULL FROM virtual_interfaces WHERE id <= 6 ORDER BY id",
     ) == [(1, 1, 0), (2, 2, 0), (3, 0, 1), (4, 0, 1), (5, 0, 1), (6, 6, 1)]
-    # Nova's marker: the last instance looked at, on a VIF row of a deleted fake instance.
+    # Nova's marker: the last instance walked (with a cache or not), on a VIF row of a
+    # deleted fake instance.
     marker = (
         "SELECT uuid, address, tag, deleted FROM virtual_interfaces WHERE instance_uuid = :fake"
     )
     assert cloud.rows("main", marker, fake=FAKE_UUID) == [
-        (FAKE_UUID, f"ff:ff:ff:ff:ff:ff/{FAKE_UUID}", j, 0)
+        (FAKE_UUID, f"ff:ff:ff:ff:ff:ff/{FAKE_UUID}", newest, 0)
     ]
     fake = (
         "SELECT project_id, user_id, deleted = id, deleted_at IS NOT NULL "
@@ -850,9 +854,40 @@ def test_fill_virtual_interface_list(cloud: Cloud) -> None:
         fake=FAKE_UUID,
     )
     calls, bad = drain(vifs.fill_virtual_interface_list, ctx, 10)
-    assert calls == [(8, 0)]
+    assert calls == [(7, 0), (1, 0)]  # 10 instances walked, then the late one
     assert [b.id for b in bad] == ["4", "5", "10"]
     assert len(cloud.rows("main", LIVE_VIFS, fake=FAKE_UUID)) == len(expected) + 1
+
+
+@pytest.mark.parametrize("all_cells", [False, True])
+def test_vif_walk_leaves_its_marker_in_cell0_too(cloud: Cloud, all_cells: bool) -> None:
+    """Nova walks every cell mapping, cell0 included, and marks the last instance walked.
+
+    cell0 (cell2's database, mapped with cell0's uuid) holds a never-scheduled
+    instance whose cache is empty, as Nova buries it: no VIF to build, but the
+    walk leaves its marker (and the fake instance under it) there, with or
+    without --all-cells (the VIF migration always walks every mapping).
+    """
+    for ident, cell_uuid, name, db in (
+        (1, CELL1, "cell1", "main"),
+        (2, CELL0_UUID, "cell0", "cell2"),
+    ):
+        cloud.put("api", "cell_mappings", id=ident, uuid=cell_uuid, name=name,
+                  transport_url="none:///", database_connection=cloud.urls[db])  # fmt: skip
+    built = _vm(cloud, 1, 1, [_port(1)])
+    buried = u(7, "cccccccc")
+    cloud.put("cell2", "instances", id=7, uuid=buried, vm_state="error", created_at=T0)
+    cloud.put("cell2", "instance_info_caches", instance_uuid=buried, network_info="[]")
+    result = online_migrate(cloud.settings(), all_cells=all_cells)
+    assert (result.exit_code, result.complete) == (0, True)
+    assert _by_name(result)["fill_virtual_interface_list"] == (1, 1)
+    marker = "SELECT tag FROM virtual_interfaces WHERE instance_uuid = :fake AND deleted = 0"
+    fake = "SELECT deleted = id, project_id FROM instances WHERE uuid = :fake"
+    assert cloud.rows("main", marker, fake=FAKE_UUID) == [(built,)]
+    assert cloud.rows("cell2", marker, fake=FAKE_UUID) == [(buried,)]
+    assert cloud.rows("cell2", fake, fake=FAKE_UUID) == [(1, FAKE_UUID)]
+    # cell0's only other rows are its own: no VIF rows for the buried instance.
+    assert cloud.rows("cell2", "SELECT COUNT(*) FROM virtual_interfaces") == [(1,)]
 
 
 # ---------------------------------------------------------------- uuids, compute ids, placement
