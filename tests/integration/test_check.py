@@ -428,7 +428,7 @@ def test_pending_online_migrations_are_what_online_migrate_does(cloud: World) ->
         ("api", "blocker", "pending-online-migration", 1, "novadb online-migrate --database api",
          "populate_queued_for_delete"),
         ("cell1", "blocker", "pending-online-migration", 1, main,
-         "BlockDeviceMapping.populate_uuids"),
+         "populate_uuids"),
         ("cell1", "blocker", "pending-online-migration", 1, main,
          "populate_missing_availability_zones"),
         ("cell1", "blocker", "pending-online-migration", 2, main, "populate_instance_compute_id"),
@@ -439,7 +439,7 @@ def test_pending_online_migrations_are_what_online_migrate_does(cloud: World) ->
     assert result.exit_code == 2
     facts = {d.name: d for d in result.databases}
     assert facts["cell1"].online == {
-        "BlockDeviceMapping.populate_uuids": 1,
+        "populate_uuids": 1,
         "populate_missing_availability_zones": 1,
         "populate_instance_compute_id": 2,
     }
@@ -448,7 +448,7 @@ def test_pending_online_migrations_are_what_online_migrate_does(cloud: World) ->
     done = online_migrate(cloud.settings, all_cells=True)
     assert {m.name: m.done for m in done.migrations if m.done} == {
         "populate_queued_for_delete": 1,
-        "BlockDeviceMapping.populate_uuids": 1,
+        "populate_uuids": 1,
         "populate_missing_availability_zones": 1,
         "populate_instance_compute_id": 2,
         "set_root_provider_ids": 1,

@@ -10,6 +10,7 @@ reporting rows it cannot migrate once without stopping at them.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import pymysql
 import pytest
 import sqlalchemy as sa
 from novadb.cells import CELL0_UUID
+from novadb.cli import main as cli
 from novadb.config import Settings, load_settings
 from novadb.connections import create_engine
 from novadb.errors import BadInput, ConfigError
@@ -1095,13 +1097,13 @@ def test_registry_is_novas_order() -> None:
         ("migrate_quota_limits_to_api_db", "main"),
         ("migrate_quota_classes_to_api_db", "main"),
         ("migration_migrate_to_uuid", "main"),
-        ("BlockDeviceMapping.populate_uuids", "main"),
+        ("populate_uuids", "main"),
         ("populate_missing_availability_zones", "main"),
         ("populate_queued_for_delete", "api"),
         ("migrate_empty_ratio", "main"),
         ("fill_virtual_interface_list", "api"),
         ("populate_user_id", "api"),
-        ("PciDevice.populate_dev_uuids", "main"),
+        ("populate_dev_uuids", "main"),
         ("populate_instance_compute_id", "main"),
         ("set_root_provider_ids", "placement"),
         ("create_incomplete_consumers", "placement"),
@@ -1151,14 +1153,14 @@ def test_runner_main_database(cloud: Cloud) -> None:
         "migrate_quota_limits_to_api_db": (2, 2),
         "migrate_quota_classes_to_api_db": (1, 1),
         "migration_migrate_to_uuid": (1, 1),
-        "BlockDeviceMapping.populate_uuids": (1, 1),
+        "populate_uuids": (1, 1),
         "populate_missing_availability_zones": (1, 1),
         # Walks both mapped cells, though the main migrations ran on cell1 only.
         "populate_queued_for_delete": (4, 3),
         "migrate_empty_ratio": (1, 1),
         "fill_virtual_interface_list": (1, 1),
         "populate_user_id": (4, 3),
-        "PciDevice.populate_dev_uuids": (1, 1),
+        "populate_dev_uuids": (1, 1),
         # Instance 2 was never scheduled, and the vif migration's fake instance neither.
         "populate_instance_compute_id": (3, 1),
     }
@@ -1233,7 +1235,7 @@ def test_runner_all_cells_runs_main_migrations_per_cell(cloud: Cloud) -> None:
         for ident in (1, 2):
             cloud.put(db, "block_device_mapping", id=ident)
     result = online_migrate(cloud.settings(), database="main", all_cells=True)
-    assert _by_name(result)["BlockDeviceMapping.populate_uuids"] == (4, 4)
+    assert _by_name(result)["populate_uuids"] == (4, 4)
     for db in ("main", "cell2"):
         assert cloud.rows(db, "SELECT count(*) FROM block_device_mapping WHERE uuid IS NULL") == [
             (0,)
@@ -1270,6 +1272,40 @@ def test_runner_placement_database(cloud: Cloud) -> None:
     ]
 
 
+def test_cli_prints_what_nova_manage_prints(
+    cloud: Cloud, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """stdout as nova-manage's: the batch size, a line per call that found rows, the table."""
+    _cell_work(cloud)
+    urls = ["--database", cloud.urls["main"], "--api-database", cloud.urls["api"],
+            "--placement-database", cloud.urls["placement"]]  # fmt: skip
+    assert cli.main([*urls, "online-migrate", "--batch-size", "2"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0] == "Running batches of 2 until complete"
+    assert "1 rows matched query populate_uuids, 1 migrated" in lines
+    assert "1 rows matched query populate_dev_uuids, 1 migrated" in lines
+    assert "2 rows matched query migrate_quota_limits_to_api_db, 2 migrated" in lines
+    head = lines.index("|              Migration              | Total Needed | Completed |")
+    assert lines[head - 1].startswith("+---") and all(
+        re.match(r"^\d+ rows matched query \w+, \d+ migrated$", line)
+        for line in lines[1 : head - 1]
+    )
+    assert "|           populate_uuids            |      1       |     1     |" in lines
+    assert "Running batches" not in err
+    # --max-count: one run, no "Running batches" line (nova-manage prints none either).
+    cloud.put("main", "block_device_mapping", id=2)
+    assert cli.main([*urls, "online-migrate", "--max-count", "5"]) == 1
+    out, _ = capsys.readouterr()
+    assert out.splitlines()[0] == "1 rows matched query populate_uuids, 1 migrated"
+    # --json: stdout is the JSON document only.
+    cloud.put("main", "block_device_mapping", id=3)
+    assert cli.main([*urls, "--json", "online-migrate"]) == 0
+    out, _ = capsys.readouterr()
+    doc = json.loads(out)
+    assert {m["name"]: m["done"] for m in doc["migrations"]}["populate_uuids"] == 1
+
+
 def test_runner_max_count_and_exit_codes(cloud: Cloud) -> None:
     cloud.map_cells()
     for ident in range(1, 6):
@@ -1299,7 +1335,7 @@ def test_runner_max_count_and_exit_codes(cloud: Cloud) -> None:
     assert errors == {
         "migrate_empty_ratio": "[DEFAULT]cpu_allocation_ratio = 'abc' is not a number"
     }
-    assert _by_name(failed)["BlockDeviceMapping.populate_uuids"] == (1, 1)
+    assert _by_name(failed)["populate_uuids"] == (1, 1)
     cloud.put("main", "block_device_mapping", id=7)
     limited = online_migrate(broken, max_count=10)
     assert (limited.exit_code, limited.done) == (1, 1)

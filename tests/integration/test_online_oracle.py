@@ -27,9 +27,8 @@ test_vif_marker_is_novas.  Also compared: the ``Total Needed / Completed``
 table of both, against what the databases held: equal, except that Nova counts
 rows it cannot migrate as found in every batch (it has no cursor) and never
 looks at a mapping without a cell for populate_queued_for_delete, while novadb
-reports each such row once; and that novadb names two migrations
-``BlockDeviceMapping.populate_uuids`` and ``PciDevice.populate_dev_uuids``
-where nova-manage prints ``populate_uuids`` and ``populate_dev_uuids``.
+reports each such row once; and the shape of stdout (first line, per-batch
+lines, table head and migration names), which scripts parse.
 
 Where Nova and novadb differ, an xfail(strict) test pins the difference down
 (raising NovaDiffers for exactly that difference, so any other failure still
@@ -101,11 +100,6 @@ OPTIONS = (
     "default_availability_zone = az-default\n"
 )
 FAKE_UUID = "00000000-0000-0000-0000-000000000000"  # the VIF walk's marker instance
-# novadb's names for the migrations nova-manage lists by their bare function names.
-NOVA_NAMES = {
-    "BlockDeviceMapping.populate_uuids": "populate_uuids",
-    "PciDevice.populate_dev_uuids": "populate_dev_uuids",
-}
 
 
 class NovaDiffers(Exception):
@@ -243,7 +237,7 @@ def craft(main: Engine, api: Engine, cell1: int) -> Crafted:
             if label in ("missing", "reversed"):
                 out.rebuilt[instance_uuid] = [port for port, _ in ports]
 
-        # PciDevice.populate_dev_uuids: devices without uuid, live and deleted, on
+        # populate_dev_uuids: PCI devices without uuid, live and deleted, on
         # live and deleted nodes; one with a uuid.
         for node in (live[0], live[1], dead[0]):
             for k, gone in enumerate((None, None, CREATED, None)):
@@ -254,7 +248,7 @@ def craft(main: Engine, api: Engine, cell1: int) -> Crafted:
               product_id="1520", vendor_id="8086", dev_type="type-PF", label="l",
               status="available", uuid=str(uuid.uuid4()))  # fmt: skip
 
-        # migration_migrate_to_uuid (Nova: live rows only); BlockDeviceMapping.populate_uuids.
+        # migration_migrate_to_uuid (Nova: live rows only); populate_uuids (BDMs).
         mig, bdm = w.table("migrations"), w.table("block_device_mapping")
         conn.execute(sa.update(mig).values(uuid=None))
         conn.execute(sa.update(bdm).where(bdm.c.id % 2 == 0).values(uuid=None))
@@ -527,13 +521,24 @@ ROW = re.compile(r"^\|\s*(\S+)\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|$")
 
 
 def migration_counts(out: str) -> dict[str, tuple[int, int]]:
-    """The ``Migration | Total Needed | Completed`` rows, in nova-manage's names."""
+    """The ``Migration | Total Needed | Completed`` rows."""
     found = {}
     for line in out.splitlines():
         match = ROW.match(line.strip())
         if match:
-            found[NOVA_NAMES.get(match[1], match[1])] = (int(match[2]), int(match[3]))
+            found[match[1]] = (int(match[2]), int(match[3]))
     return found
+
+
+BATCH_LINE = re.compile(r"^(\d+) rows matched query (\w+), (\d+) migrated$")
+
+
+def output_shape(out: str) -> tuple[str, set[str], str, str]:
+    """What a script reads in nova-manage's stdout: first line, per-batch names, table head."""
+    lines = out.splitlines()
+    names = {m[2] for line in lines if (m := BATCH_LINE.match(line))}
+    at = next(i for i, line in enumerate(lines) if line.startswith("+"))
+    return lines[0], names, lines[at], lines[at + 1]
 
 
 # -- comparing -------------------------------------------------------------------------
@@ -781,6 +786,16 @@ def test_online_migrate_ends_in_novas_state(nova_manage: str, cloud: Cloud, lab:
     assert ours == expected
     nova_counts = migration_counts(theirs.out)
     assert nova_counts.keys() == expected.keys()
+    # Scripts that read nova-manage's stdout read ours: the same first line, a line per
+    # migration call that found rows, the same table (border, header, migration names).
+    assert output_shape(mine.out) == output_shape(theirs.out), (mine.out, theirs.out)
+    assert output_shape(mine.out)[0] == "Running batches of 50 until complete"
+    for line in mine.out.splitlines():
+        assert (
+            line.startswith(("Running batches", "+", "|"))
+            or BATCH_LINE.match(line)
+            or (line.split(":")[0] in expected and "not migrated" in line)
+        ), line
     unmigratable = {"populate_instance_compute_id", "populate_user_id"}
     for name, (found, done) in nova_counts.items():
         if name == "populate_queued_for_delete":
