@@ -11,6 +11,7 @@ import threading
 import uuid
 
 import pytest
+from novadb.cli import main as cli
 from novadb.errors import BadInput, LockTimeout
 from novadb.locking import database_lock
 from novadb.placement import db as placement_db
@@ -252,6 +253,44 @@ def test_heal_fixes_owner_and_force_rewrites(placement_lite: Cloud) -> None:
     forced = heal_allocations(lite.settings, HealOptions(instance=b, force=True))
     assert [(h.instance, h.action) for h in forced.healed] == [(b, "force")]
     assert placement_allocations(lite) == want
+
+
+def test_heal_one_instance_exits_as_nova_manage_does(
+    placement_lite: Cloud, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--instance: 0 healed, 4 nothing to heal, with or without --force; never "max count"."""
+    lite = placement_lite
+    cases = make_special(lite)
+    want, owners = expected_allocations(lite)
+    lost = live_instances(lite)[-1]
+    lite.run(lite.placement, "DELETE FROM allocations WHERE consumer_id = :u", u=lost)
+    lite.run(lite.placement, "DELETE FROM consumers WHERE uuid = :u", u=lost)
+
+    healed = heal_allocations(lite.settings, HealOptions(instance=lost))
+    assert (healed.exit_code, healed.processed, healed.max_count_reached) == (0, 1, False)
+    assert placement_allocations(lite)[lost] == want[lost]
+    up_to_date = heal_allocations(lite.settings, HealOptions(instance=lost))
+    assert (up_to_date.exit_code, up_to_date.processed, up_to_date.up_to_date) == (4, 0, 1)
+    forced = heal_allocations(lite.settings, HealOptions(instance=lost, force=True))
+    assert (forced.exit_code, [h.action for h in forced.healed]) == (0, ["force"])
+    assert forced.max_count_reached is False
+    busy = cases["task_state"][0]  # skipped: nothing healed
+    skipped = heal_allocations(lite.settings, HealOptions(instance=busy, force=True))
+    assert (skipped.exit_code, len(skipped.skipped)) == (4, 1)
+    # nova-manage ignores --max-count with --instance (here a value it would refuse).
+    ignored = heal_allocations(lite.settings, HealOptions(instance=lost, max_count=0))
+    assert ignored.exit_code == 4
+    assert placement_allocations(lite)[lost] == want[lost]
+
+    # The CLI's last line is nova-manage's, without "Max count reached.".
+    lite.run(lite.placement, "DELETE FROM allocations WHERE consumer_id = :u", u=lost)
+    urls = ["--database", lite.settings.url("main"), "--api-database", lite.settings.url("api"),
+            "--placement-database", lite.settings.url("placement")]  # fmt: skip
+    assert cli.main([*urls, "heal-allocations", "--instance", lost, "--max-count", "x"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "Processed 1 instances."
+    assert cli.main([*urls, "heal-allocations", "--instance", lost]) == 4
+    assert capsys.readouterr().out.splitlines()[-1] == "Processed 0 instances."
+    assert consumers(lite)[lost][:2] == owners[lost]
 
 
 def test_heal_refuses_what_placement_would(placement_lite: Cloud) -> None:

@@ -19,8 +19,9 @@ generations are bumped with compare-and-swap, the batch redone on a race.
 Exit codes are nova-manage's: 0 healed some, 1 ``--max-count`` reached,
 2 an instance's compute node is gone, 3 an allocation could not be written,
 4 nothing to heal (always with ``--dry-run``), 8 a flavor heal cannot handle,
-127 bad input.  Unlike nova-manage, one bad instance does not stop the run;
-the first failure's code is the exit code.
+127 bad input; ``--instance`` ends with 0 or 4 (or a failure's code), never 1.
+Unlike nova-manage, one bad instance does not stop the run; the first
+failure's code is the exit code.
 """
 
 from __future__ import annotations
@@ -86,12 +87,15 @@ class HealOptions:
     batch_size: int = DEFAULT_BATCH
 
     def validate(self) -> None:
-        """Raise exit-127 BadInput on combinations nova-manage refuses."""
+        """Raise exit-127 BadInput on combinations nova-manage refuses.
+
+        With ``--instance`` nova-manage ignores ``--max-count`` altogether.
+        """
         if self.cell and self.instance:
             raise _bad("The --cell and --instance options are mutually exclusive.")
         if self.force and not self.instance:
             raise _bad("The --instance flag is required when using --force flag.")
-        if self.max_count is not None and self.max_count < 1:
+        if self.max_count is not None and self.max_count < 1 and not self.instance:
             raise _bad("Must supply a positive integer for --max-count.")
         if self.batch_size < 1:
             raise _bad("--batch-size must be a positive integer.")
@@ -684,5 +688,7 @@ def _heal_cell(cell: Cell, placement: Engine, tables: PlacementTables, run: _Run
             )
             room = run.room()
             if room is not None and room <= 0:
-                run.max_count_reached = True
+                # --instance is one instance, not "--max-count 1": nova-manage ends it
+                # with 0 (healed) or 4 (nothing to heal), never "Max count reached".
+                run.max_count_reached = run.options.instance is None
                 return
