@@ -180,7 +180,7 @@ def test_heal_recreates_exactly_the_lost_allocations(placement_cloud: Cloud) -> 
     assert placement_allocations(cloud) == want
     made = consumers(cloud)
     for instance in lost:
-        assert made[instance] == (*owners[instance], "INSTANCE", 1)
+        assert made[instance] == (*owners[instance], None, 1)  # untyped, as Nova 34 writes
     after = generations(cloud)
     touched = {next(iter(want[i])) for i in lost}
     assert {p for p in after if after[p] != before[p]} == touched
@@ -291,6 +291,45 @@ def test_heal_one_instance_exits_as_nova_manage_does(
     assert cli.main([*urls, "heal-allocations", "--instance", lost]) == 4
     assert capsys.readouterr().out.splitlines()[-1] == "Processed 0 instances."
     assert consumers(lite)[lost][:2] == owners[lost]
+
+
+def test_heal_leaves_consumer_types_as_nova_manage_does(placement_lite: Cloud) -> None:
+    """Nova 34 writes allocations below Placement microversion 1.38 and never reads types.
+
+    A consumer heal creates has no type; one it updates (owner fixed, or
+    rewritten by --force) keeps the type it had; no consumer_types row is made.
+    """
+    lite = placement_lite
+    want, owners = expected_allocations(lite)
+    fresh, owned, forced = [u for u in live_instances(lite) if u in want][:3]
+    lite.run(lite.placement, "INSERT INTO consumer_types (id, name) VALUES (7, 'INSTANCE')")
+    lite.run(lite.placement, "INSERT INTO projects (external_id) VALUES ('someone-else')")
+    lite.run(
+        lite.placement,
+        "UPDATE consumers SET consumer_type_id = 7, project_id = (SELECT id FROM projects "
+        "WHERE external_id = 'someone-else') WHERE uuid = :u",
+        u=owned,
+    )
+    lite.run(lite.placement, "DELETE FROM allocations WHERE consumer_id = :u", u=fresh)
+    lite.run(lite.placement, "DELETE FROM consumers WHERE uuid = :u", u=fresh)
+
+    result = heal_allocations(lite.settings)
+    assert {(h.instance, h.action) for h in result.healed} == {
+        (fresh, "create"),
+        (owned, "update"),
+    }, result.failed
+    lite.run(lite.placement, "UPDATE consumers SET consumer_type_id = 7 WHERE uuid = :u", u=forced)
+    lite.run(lite.placement, "UPDATE allocations SET used = 2 WHERE consumer_id = :u", u=forced)
+    again = heal_allocations(lite.settings, HealOptions(instance=forced, force=True))
+    assert [(h.instance, h.action) for h in again.healed] == [(forced, "force")]
+    assert placement_allocations(lite) == want
+    got = consumers(lite)
+    assert (got[fresh], got[owned][:3], got[forced][:3]) == (
+        (*owners[fresh], None, 1),
+        (*owners[owned], "INSTANCE"),
+        (*owners[forced], "INSTANCE"),
+    )
+    assert lite.rows(lite.placement, "SELECT id, name FROM consumer_types") == [(7, "INSTANCE")]
 
 
 def test_heal_refuses_what_placement_would(placement_lite: Cloud) -> None:

@@ -12,8 +12,10 @@ unless every row matched.
 
 Rows are created as Placement creates them: standard resource classes with
 Placement's fixed ids (their index in ``os_resource_classes.STANDARDS``),
-standard traits from ``os_traits``, projects/users/consumer types on first
-use, ``created_at``/``updated_at`` stamped in UTC.
+standard traits from ``os_traits``, projects and users on first use,
+``created_at``/``updated_at`` stamped in UTC.  Consumers get no consumer type:
+Nova 34 writes allocations below microversion 1.38, where Placement leaves
+the type NULL (new consumers) or as it was.
 """
 
 from __future__ import annotations
@@ -36,8 +38,6 @@ from novadb.locking import DEFAULT_TIMEOUT, database_lock
 
 T = TypeVar("T")
 
-INSTANCE = "INSTANCE"
-MIGRATION = "MIGRATION"
 MIN_CUSTOM_CLASS_ID = 10000
 # Classes a Nova compute node's root provider reports and Nova can rebuild.
 NOVA_ROOT_CLASSES = ("VCPU", "PCPU", "MEMORY_MB", "DISK_GB")
@@ -236,16 +236,6 @@ def external_ids(conn: Connection, table: sa.Table, wanted: Iterable[str]) -> di
             query = sa.select(table.c.external_id, table.c.id).where(table.c.external_id.in_(part))
             found.update({str(e): int(i) for e, i in conn.execute(query)})
     return found
-
-
-def consumer_type_id(conn: Connection, tables: PlacementTables, name: str) -> int:
-    """The ``consumer_types`` id for ``name`` (``INSTANCE``), created on first use."""
-    query = sa.select(tables.consumer_types.c.id).where(tables.consumer_types.c.name == name)
-    found = conn.execute(query).scalar()
-    if found is None:
-        conn.execute(sa.insert(tables.consumer_types).values(name=name, created_at=utcnow()))
-        found = conn.execute(query).scalar_one()
-    return int(found)
 
 
 def delete_empty_consumers(conn: Connection, tables: PlacementTables, uuids: list[str]) -> int:
