@@ -1,14 +1,22 @@
 """Writing to the Placement database the way placement-api does, so both can run at once.
 
-Placement's concurrency model is optimistic: every change to a provider's
-inventories, traits, aggregates or allocations bumps
-``resource_providers.generation``, and every change to a consumer's
-allocations bumps ``consumers.generation``, each with a compare-and-swap
-``UPDATE ... WHERE generation = <what I read>``.  A writer whose swap matches
-no row lost a race; it rolls back and starts again from a fresh read.  We do
-the same, set-based: one ``UPDATE`` per batch whose ``WHERE`` carries each
-row's expected generation (a ``CASE`` on the id), and the batch is redone
-unless every row matched.
+Placement's concurrency model is optimistic: a writer reads a provider's
+(or consumer's) generation, and its write lands only if a compare-and-swap
+``UPDATE ... SET generation = generation + 1 WHERE generation = <what I
+read>`` still matches; a writer whose swap matches no row lost a race, rolls
+back and starts again from a fresh read.
+
+The contract novadb keeps with placement-api: every change novadb makes to a
+provider's allocations, inventories or aggregates changes that provider's
+generation, and every change to a consumer's allocations the consumer's, so
+a placement-api request that read them before novadb wrote fails its swap
+(409) and re-reads, and one that wrote in between makes novadb's batch fail
+its own swap, roll back and be redone.  Set-based: one ``UPDATE`` per batch
+whose ``WHERE`` carries each row's expected generation (a ``CASE`` on the
+id), the batch redone unless every row matched.  The counts are not
+Placement's: it bumps once per request (per consumer PUT, per aggregate
+added) and not at all when allocations are only removed; novadb bumps once
+per batch, removals included (``tests/integration/test_placement_generations.py``).
 
 Rows are created as Placement creates them: standard resource classes with
 Placement's fixed ids (their index in ``os_resource_classes.STANDARDS``),
