@@ -10,17 +10,20 @@ reporting rows it cannot migrate once without stopping at them.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pymysql
 import pytest
 import sqlalchemy as sa
+from novadb.cells import CELL0_UUID
+from novadb.cli import main as cli
 from novadb.config import Settings, load_settings
 from novadb.connections import create_engine
 from novadb.errors import BadInput, ConfigError
@@ -253,14 +256,14 @@ def cloud(databases: Cloud) -> Cloud:
 def drain(
     func: Func, ctx: Context, limit: int
 ) -> tuple[list[tuple[int, int]], list[Unmigratable]]:
-    """Call ``func`` like the runner does until a call finds nothing: (found, done) per call."""
+    """Call ``func`` like the runner does until a call looks at nothing: (found, done) per call."""
     state: dict[str, Any] = {}
     calls: list[tuple[int, int]] = []
     bad: list[Unmigratable] = []
     while True:
         outcome = func(ctx, limit, state)
-        assert outcome.found <= limit and outcome.done <= outcome.found
-        if not outcome.found:
+        assert outcome.seen <= limit and outcome.done <= outcome.found
+        if not outcome.seen:
             assert outcome.done == 0 and not outcome.unmigratable
             return calls, bad
         calls.append((outcome.found, outcome.done))
@@ -271,6 +274,13 @@ def drain(
 def nothing_left(func: Func, ctx: Context) -> Outcome:
     """A fresh run's single call (a new cursor), with a large limit."""
     return func(ctx, 1000, {})
+
+
+def _when(value: Any) -> datetime | None:
+    """A DATETIME column's value (SQLite's raw rows hold strings)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
 
 
 def u(n: int, prefix: str = "aaaaaaaa") -> str:
@@ -759,8 +769,9 @@ def test_fill_virtual_interface_list(cloud: Cloud) -> None:
     _vm(cloud, 7, 7, [])  # empty cache: not a candidate
     _vm(cloud, 8, 8, [_port(9)], deleted=8)  # deleted: not a candidate
     _vm(cloud, 9, 9, [_port(10)], vm_state="soft-delete")  # soft-deleted: not a candidate
-    j = _vm(cloud, 10, 10, [_port(5)])  # its VIF address is c's live one: reported
+    _vm(cloud, 10, 10, [_port(5)])  # its VIF address is c's live one: reported
     k = _vm(cloud, 11, 0, [_port(11)])  # only a deleted VIF row: built
+    newest = _vm(cloud, 12, 12, "[ ]")  # walked (the marker names it), not counted
     _vif(cloud, 1, b, _port(4))
     _vif(cloud, 2, b, _port(3), tag="tagged")
     _vif(cloud, 3, c, _port(5))
@@ -770,8 +781,9 @@ def test_fill_virtual_interface_list(cloud: Cloud) -> None:
     ctx = cloud.ctx()
 
     calls, bad = drain(vifs.fill_virtual_interface_list, ctx, 3)
-    # Candidates in (created_at, id) order: k, b, c | d, e, a | j.
-    assert calls == [(3, 2), (3, 1), (1, 0)]
+    # Live instances in (created_at, id) order, as Nova walks them: k, b, c | d, e, a |
+    # 6, 7, j | newest.  Only those with a non-empty cache count as found.
+    assert calls == [(3, 2), (3, 1), (1, 0), (0, 0)]
     assert bad == [
         Unmigratable(
             "instances",
@@ -809,12 +821,13 @@ def test_fill_virtual_interface_list(cloud: Cloud) -> None:
         "main",
         "SELECT id, deleted, deleted_at IS NULL FROM virtual_interfaces WHERE id <= 6 ORDER BY id",
     ) == [(1, 1, 0), (2, 2, 0), (3, 0, 1), (4, 0, 1), (5, 0, 1), (6, 6, 1)]
-    # Nova's marker: the last instance looked at, on a VIF row of a deleted fake instance.
+    # Nova's marker: the last instance walked (with a cache or not), on a VIF row of a
+    # deleted fake instance.
     marker = (
         "SELECT uuid, address, tag, deleted FROM virtual_interfaces WHERE instance_uuid = :fake"
     )
     assert cloud.rows("main", marker, fake=FAKE_UUID) == [
-        (FAKE_UUID, f"ff:ff:ff:ff:ff:ff/{FAKE_UUID}", j, 0)
+        (FAKE_UUID, f"ff:ff:ff:ff:ff:ff/{FAKE_UUID}", newest, 0)
     ]
     fake = (
         "SELECT project_id, user_id, deleted = id, deleted_at IS NOT NULL "
@@ -843,9 +856,40 @@ def test_fill_virtual_interface_list(cloud: Cloud) -> None:
         fake=FAKE_UUID,
     )
     calls, bad = drain(vifs.fill_virtual_interface_list, ctx, 10)
-    assert calls == [(8, 0)]
+    assert calls == [(7, 0), (1, 0)]  # 10 instances walked, then the late one
     assert [b.id for b in bad] == ["4", "5", "10"]
     assert len(cloud.rows("main", LIVE_VIFS, fake=FAKE_UUID)) == len(expected) + 1
+
+
+@pytest.mark.parametrize("all_cells", [False, True])
+def test_vif_walk_leaves_its_marker_in_cell0_too(cloud: Cloud, all_cells: bool) -> None:
+    """Nova walks every cell mapping, cell0 included, and marks the last instance walked.
+
+    cell0 (cell2's database, mapped with cell0's uuid) holds a never-scheduled
+    instance whose cache is empty, as Nova buries it: no VIF to build, but the
+    walk leaves its marker (and the fake instance under it) there, with or
+    without --all-cells (the VIF migration always walks every mapping).
+    """
+    for ident, cell_uuid, name, db in (
+        (1, CELL1, "cell1", "main"),
+        (2, CELL0_UUID, "cell0", "cell2"),
+    ):
+        cloud.put("api", "cell_mappings", id=ident, uuid=cell_uuid, name=name,
+                  transport_url="none:///", database_connection=cloud.urls[db])  # fmt: skip
+    built = _vm(cloud, 1, 1, [_port(1)])
+    buried = u(7, "cccccccc")
+    cloud.put("cell2", "instances", id=7, uuid=buried, vm_state="error", created_at=T0)
+    cloud.put("cell2", "instance_info_caches", instance_uuid=buried, network_info="[]")
+    result = online_migrate(cloud.settings(), all_cells=all_cells)
+    assert (result.exit_code, result.complete) == (0, True)
+    assert _by_name(result)["fill_virtual_interface_list"] == (1, 1)
+    marker = "SELECT tag FROM virtual_interfaces WHERE instance_uuid = :fake AND deleted = 0"
+    fake = "SELECT deleted = id, project_id FROM instances WHERE uuid = :fake"
+    assert cloud.rows("main", marker, fake=FAKE_UUID) == [(built,)]
+    assert cloud.rows("cell2", marker, fake=FAKE_UUID) == [(buried,)]
+    assert cloud.rows("cell2", fake, fake=FAKE_UUID) == [(1, FAKE_UUID)]
+    # cell0's only other rows are its own: no VIF rows for the buried instance.
+    assert cloud.rows("cell2", "SELECT COUNT(*) FROM virtual_interfaces") == [(1,)]
 
 
 # ---------------------------------------------------------------- uuids, compute ids, placement
@@ -946,18 +990,19 @@ def test_populate_instance_compute_id(cloud: Cloud) -> None:
 
 
 def test_placement_migrations(cloud: Cloud) -> None:
-    # Provider 3 is 2's parent and has no root yet: 2 is reported, then fixed by a later run.
-    cloud.put("placement", "resource_providers", id=1, uuid=u(1), name="rp1", generation=0)
-    cloud.put("placement", "resource_providers", id=3, uuid=u(3), name="rp3", generation=0)
-    cloud.put(
-        "placement",
-        "resource_providers",
-        id=2,
-        uuid=u(2),
-        name="rp2",
-        generation=0,
-        parent_provider_id=3,
-    )
+    started = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    # A tree without roots, its child (2) numbered before its parent (3) and a
+    # grandchild (5): one run gives all of them the root 3.
+    for ident, parent in ((1, None), (3, None), (2, 3), (5, 2)):
+        cloud.put(
+            "placement",
+            "resource_providers",
+            id=ident,
+            uuid=u(ident),
+            name=f"rp{ident}",
+            generation=0,
+            parent_provider_id=parent,
+        )
     cloud.put(
         "placement",
         "resource_providers",
@@ -967,14 +1012,30 @@ def test_placement_migrations(cloud: Cloud) -> None:
         generation=0,
         root_provider_id=4,
     )
+    # Two providers that are each other's parent: no root can be known.
+    for ident in (6, 7):
+        cloud.put("placement", "resource_providers", id=ident, uuid=u(ident), name=f"rp{ident}",
+                  generation=0)  # fmt: skip
+    cloud.run("placement", "UPDATE resource_providers SET parent_provider_id = 13 - id "
+              "WHERE id > 5")  # fmt: skip
     ctx = cloud.ctx(placement__incomplete_consumer_project_id="proj-x")
     calls, bad = drain(placement.set_root_provider_ids, ctx, 2)
-    assert calls == [(2, 1), (1, 1)]
-    assert bad == [Unmigratable("resource_providers", "2", "its parent has no root provider yet")]
-    assert drain(placement.set_root_provider_ids, ctx, 2) == ([(1, 1)], [])
+    # Level by level: 1 and 3, then 2, then 5; then the loop is reported, once.
+    assert calls == [(2, 2), (1, 1), (1, 1), (2, 0)]
+    reason = "its parent chain loops and never reaches a provider with a root"
+    assert bad == [Unmigratable("resource_providers", str(i), reason) for i in (6, 7)]
     roots = "SELECT id, root_provider_id FROM resource_providers ORDER BY id"
-    assert cloud.rows("placement", roots) == [(1, 1), (2, 3), (3, 3), (4, 4)]
-    assert nothing_left(placement.set_root_provider_ids, ctx) == Outcome()
+    expected_roots = [(1, 1), (2, 3), (3, 3), (4, 4), (5, 3), (6, None), (7, None)]
+    assert cloud.rows("placement", roots) == expected_roots
+    # Placement's models stamp updated_at on every UPDATE: the rows given a root have it.
+    stamped = "SELECT id, updated_at FROM resource_providers WHERE updated_at IS NOT NULL"
+    written = dict(cloud.rows("placement", stamped))
+    assert sorted(written) == [1, 2, 3, 5]
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    assert all(started <= (_when(w) or now) <= now for w in written.values()), written
+    again = nothing_left(placement.set_root_provider_ids, ctx)
+    assert (again.found, again.done, [b.id for b in again.unmigratable]) == (2, 0, ["6", "7"])
+    assert cloud.rows("placement", roots) == expected_roots
 
     cloud.put("placement", "projects", id=1, external_id="proj-real")
     cloud.put("placement", "users", id=1, external_id="user-real")
@@ -991,15 +1052,35 @@ def test_placement_migrations(cloud: Cloud) -> None:
         )
     assert drain(placement.create_incomplete_consumers, ctx, 10) == ([(2, 2)], [])
     consumers = (
-        "SELECT c.uuid, p.external_id, s.external_id, c.generation FROM consumers c "
-        "JOIN projects p ON p.id = c.project_id JOIN users s ON s.id = c.user_id ORDER BY c.uuid"
+        "SELECT c.uuid, p.external_id, s.external_id, c.generation, c.consumer_type_id"
+        " FROM consumers c JOIN projects p ON p.id = c.project_id"
+        " JOIN users s ON s.id = c.user_id ORDER BY c.uuid"
     )
     expected = [
-        (u(10), "proj-x", FAKE_UUID, 0),
-        (u(20), "proj-x", FAKE_UUID, 0),
-        (u(30), "proj-real", "user-real", 3),
+        (u(10), "proj-x", FAKE_UUID, 0, None),
+        (u(20), "proj-x", FAKE_UUID, 0, None),
+        (u(30), "proj-real", "user-real", 3, None),
     ]
     assert cloud.rows("placement", consumers) == expected
+    # Rows the migration created carry created_at, as Placement's models stamp it.
+    created = (
+        "SELECT 'consumer', uuid, created_at FROM consumers UNION ALL"
+        " SELECT 'project', external_id, created_at FROM projects UNION ALL"
+        " SELECT 'user', external_id, created_at FROM users"
+    )
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    stamps = {(kind, name): _when(at) for kind, name, at in cloud.rows("placement", created)}
+    assert {k for k, at in stamps.items() if at is not None and started <= at <= now} == {
+        ("consumer", u(10)),
+        ("consumer", u(20)),
+        ("project", "proj-x"),
+        ("user", FAKE_UUID),
+    }
+    assert {k for k, at in stamps.items() if at is None} == {
+        ("consumer", u(30)),
+        ("project", "proj-real"),
+        ("user", "user-real"),
+    }
     assert nothing_left(placement.create_incomplete_consumers, ctx) == Outcome()
     assert cloud.rows("placement", consumers) == expected
 
@@ -1016,13 +1097,13 @@ def test_registry_is_novas_order() -> None:
         ("migrate_quota_limits_to_api_db", "main"),
         ("migrate_quota_classes_to_api_db", "main"),
         ("migration_migrate_to_uuid", "main"),
-        ("BlockDeviceMapping.populate_uuids", "main"),
+        ("populate_uuids", "main"),
         ("populate_missing_availability_zones", "main"),
         ("populate_queued_for_delete", "api"),
         ("migrate_empty_ratio", "main"),
         ("fill_virtual_interface_list", "api"),
         ("populate_user_id", "api"),
-        ("PciDevice.populate_dev_uuids", "main"),
+        ("populate_dev_uuids", "main"),
         ("populate_instance_compute_id", "main"),
         ("set_root_provider_ids", "placement"),
         ("create_incomplete_consumers", "placement"),
@@ -1072,14 +1153,14 @@ def test_runner_main_database(cloud: Cloud) -> None:
         "migrate_quota_limits_to_api_db": (2, 2),
         "migrate_quota_classes_to_api_db": (1, 1),
         "migration_migrate_to_uuid": (1, 1),
-        "BlockDeviceMapping.populate_uuids": (1, 1),
+        "populate_uuids": (1, 1),
         "populate_missing_availability_zones": (1, 1),
         # Walks both mapped cells, though the main migrations ran on cell1 only.
         "populate_queued_for_delete": (4, 3),
         "migrate_empty_ratio": (1, 1),
         "fill_virtual_interface_list": (1, 1),
         "populate_user_id": (4, 3),
-        "PciDevice.populate_dev_uuids": (1, 1),
+        "populate_dev_uuids": (1, 1),
         # Instance 2 was never scheduled, and the vif migration's fake instance neither.
         "populate_instance_compute_id": (3, 1),
     }
@@ -1154,7 +1235,7 @@ def test_runner_all_cells_runs_main_migrations_per_cell(cloud: Cloud) -> None:
         for ident in (1, 2):
             cloud.put(db, "block_device_mapping", id=ident)
     result = online_migrate(cloud.settings(), database="main", all_cells=True)
-    assert _by_name(result)["BlockDeviceMapping.populate_uuids"] == (4, 4)
+    assert _by_name(result)["populate_uuids"] == (4, 4)
     for db in ("main", "cell2"):
         assert cloud.rows(db, "SELECT count(*) FROM block_device_mapping WHERE uuid IS NULL") == [
             (0,)
@@ -1163,6 +1244,10 @@ def test_runner_all_cells_runs_main_migrations_per_cell(cloud: Cloud) -> None:
 
 def test_runner_placement_database(cloud: Cloud) -> None:
     cloud.put("placement", "resource_providers", id=1, uuid=u(1), name="rp1", generation=0)
+    # A child numbered before its parent, neither with a root: one run does both.
+    cloud.put("placement", "resource_providers", id=3, uuid=u(3), name="rp3", generation=0)
+    cloud.put("placement", "resource_providers", id=2, uuid=u(2), name="rp2", generation=0,
+              parent_provider_id=3)  # fmt: skip
     cloud.put(
         "placement",
         "allocations",
@@ -1175,14 +1260,50 @@ def test_runner_placement_database(cloud: Cloud) -> None:
     cloud.put("main", "block_device_mapping", id=1)  # not this database: left alone
     result = online_migrate(cloud.settings(), database="placement")
     assert _by_name(result) == {
-        "set_root_provider_ids": (1, 1),
+        "set_root_provider_ids": (3, 3),
         "create_incomplete_consumers": (1, 1),
     }
     assert (result.exit_code, result.complete) == (0, True)
-    assert cloud.rows("placement", "SELECT root_provider_id FROM resource_providers") == [(1,)]
+    assert [m.unmigratable for m in result.migrations] == [[], []]
+    roots = "SELECT id, root_provider_id FROM resource_providers ORDER BY id"
+    assert cloud.rows("placement", roots) == [(1, 1), (2, 3), (3, 3)]
     assert cloud.rows("main", "SELECT count(*) FROM block_device_mapping WHERE uuid IS NULL") == [
         (1,)
     ]
+
+
+def test_cli_prints_what_nova_manage_prints(
+    cloud: Cloud, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """stdout as nova-manage's: the batch size, a line per call that found rows, the table."""
+    _cell_work(cloud)
+    urls = ["--database", cloud.urls["main"], "--api-database", cloud.urls["api"],
+            "--placement-database", cloud.urls["placement"]]  # fmt: skip
+    assert cli.main([*urls, "online-migrate", "--batch-size", "2"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0] == "Running batches of 2 until complete"
+    assert "1 rows matched query populate_uuids, 1 migrated" in lines
+    assert "1 rows matched query populate_dev_uuids, 1 migrated" in lines
+    assert "2 rows matched query migrate_quota_limits_to_api_db, 2 migrated" in lines
+    head = lines.index("|              Migration              | Total Needed | Completed |")
+    assert lines[head - 1].startswith("+---") and all(
+        re.match(r"^\d+ rows matched query \w+, \d+ migrated$", line)
+        for line in lines[1 : head - 1]
+    )
+    assert "|           populate_uuids            |      1       |     1     |" in lines
+    assert "Running batches" not in err
+    # --max-count: one run, no "Running batches" line (nova-manage prints none either).
+    cloud.put("main", "block_device_mapping", id=2)
+    assert cli.main([*urls, "online-migrate", "--max-count", "5"]) == 1
+    out, _ = capsys.readouterr()
+    assert out.splitlines()[0] == "1 rows matched query populate_uuids, 1 migrated"
+    # --json: stdout is the JSON document only.
+    cloud.put("main", "block_device_mapping", id=3)
+    assert cli.main([*urls, "--json", "online-migrate"]) == 0
+    out, _ = capsys.readouterr()
+    doc = json.loads(out)
+    assert {m["name"]: m["done"] for m in doc["migrations"]}["populate_uuids"] == 1
 
 
 def test_runner_max_count_and_exit_codes(cloud: Cloud) -> None:
@@ -1214,7 +1335,7 @@ def test_runner_max_count_and_exit_codes(cloud: Cloud) -> None:
     assert errors == {
         "migrate_empty_ratio": "[DEFAULT]cpu_allocation_ratio = 'abc' is not a number"
     }
-    assert _by_name(failed)["BlockDeviceMapping.populate_uuids"] == (1, 1)
+    assert _by_name(failed)["populate_uuids"] == (1, 1)
     cloud.put("main", "block_device_mapping", id=7)
     limited = online_migrate(broken, max_count=10)
     assert (limited.exit_code, limited.done) == (1, 1)

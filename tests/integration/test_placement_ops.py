@@ -11,6 +11,7 @@ import threading
 import uuid
 
 import pytest
+from novadb.cli import main as cli
 from novadb.errors import BadInput, LockTimeout
 from novadb.locking import database_lock
 from novadb.placement import db as placement_db
@@ -179,7 +180,7 @@ def test_heal_recreates_exactly_the_lost_allocations(placement_cloud: Cloud) -> 
     assert placement_allocations(cloud) == want
     made = consumers(cloud)
     for instance in lost:
-        assert made[instance] == (*owners[instance], "INSTANCE", 1)
+        assert made[instance] == (*owners[instance], None, 1)  # untyped, as Nova 34 writes
     after = generations(cloud)
     touched = {next(iter(want[i])) for i in lost}
     assert {p for p in after if after[p] != before[p]} == touched
@@ -254,6 +255,83 @@ def test_heal_fixes_owner_and_force_rewrites(placement_lite: Cloud) -> None:
     assert placement_allocations(lite) == want
 
 
+def test_heal_one_instance_exits_as_nova_manage_does(
+    placement_lite: Cloud, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--instance: 0 healed, 4 nothing to heal, with or without --force; never "max count"."""
+    lite = placement_lite
+    cases = make_special(lite)
+    want, owners = expected_allocations(lite)
+    lost = live_instances(lite)[-1]
+    lite.run(lite.placement, "DELETE FROM allocations WHERE consumer_id = :u", u=lost)
+    lite.run(lite.placement, "DELETE FROM consumers WHERE uuid = :u", u=lost)
+
+    healed = heal_allocations(lite.settings, HealOptions(instance=lost))
+    assert (healed.exit_code, healed.processed, healed.max_count_reached) == (0, 1, False)
+    assert placement_allocations(lite)[lost] == want[lost]
+    up_to_date = heal_allocations(lite.settings, HealOptions(instance=lost))
+    assert (up_to_date.exit_code, up_to_date.processed, up_to_date.up_to_date) == (4, 0, 1)
+    forced = heal_allocations(lite.settings, HealOptions(instance=lost, force=True))
+    assert (forced.exit_code, [h.action for h in forced.healed]) == (0, ["force"])
+    assert forced.max_count_reached is False
+    busy = cases["task_state"][0]  # skipped: nothing healed
+    skipped = heal_allocations(lite.settings, HealOptions(instance=busy, force=True))
+    assert (skipped.exit_code, len(skipped.skipped)) == (4, 1)
+    # nova-manage ignores --max-count with --instance (here a value it would refuse).
+    ignored = heal_allocations(lite.settings, HealOptions(instance=lost, max_count=0))
+    assert ignored.exit_code == 4
+    assert placement_allocations(lite)[lost] == want[lost]
+
+    # The CLI's last line is nova-manage's, without "Max count reached.".
+    lite.run(lite.placement, "DELETE FROM allocations WHERE consumer_id = :u", u=lost)
+    urls = ["--database", lite.settings.url("main"), "--api-database", lite.settings.url("api"),
+            "--placement-database", lite.settings.url("placement")]  # fmt: skip
+    assert cli.main([*urls, "heal-allocations", "--instance", lost, "--max-count", "x"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "Processed 1 instances."
+    assert cli.main([*urls, "heal-allocations", "--instance", lost]) == 4
+    assert capsys.readouterr().out.splitlines()[-1] == "Processed 0 instances."
+    assert consumers(lite)[lost][:2] == owners[lost]
+
+
+def test_heal_leaves_consumer_types_as_nova_manage_does(placement_lite: Cloud) -> None:
+    """Nova 34 writes allocations below Placement microversion 1.38 and never reads types.
+
+    A consumer heal creates has no type; one it updates (owner fixed, or
+    rewritten by --force) keeps the type it had; no consumer_types row is made.
+    """
+    lite = placement_lite
+    want, owners = expected_allocations(lite)
+    fresh, owned, forced = [u for u in live_instances(lite) if u in want][:3]
+    lite.run(lite.placement, "INSERT INTO consumer_types (id, name) VALUES (7, 'INSTANCE')")
+    lite.run(lite.placement, "INSERT INTO projects (external_id) VALUES ('someone-else')")
+    lite.run(
+        lite.placement,
+        "UPDATE consumers SET consumer_type_id = 7, project_id = (SELECT id FROM projects "
+        "WHERE external_id = 'someone-else') WHERE uuid = :u",
+        u=owned,
+    )
+    lite.run(lite.placement, "DELETE FROM allocations WHERE consumer_id = :u", u=fresh)
+    lite.run(lite.placement, "DELETE FROM consumers WHERE uuid = :u", u=fresh)
+
+    result = heal_allocations(lite.settings)
+    assert {(h.instance, h.action) for h in result.healed} == {
+        (fresh, "create"),
+        (owned, "update"),
+    }, result.failed
+    lite.run(lite.placement, "UPDATE consumers SET consumer_type_id = 7 WHERE uuid = :u", u=forced)
+    lite.run(lite.placement, "UPDATE allocations SET used = 2 WHERE consumer_id = :u", u=forced)
+    again = heal_allocations(lite.settings, HealOptions(instance=forced, force=True))
+    assert [(h.instance, h.action) for h in again.healed] == [(forced, "force")]
+    assert placement_allocations(lite) == want
+    got = consumers(lite)
+    assert (got[fresh], got[owned][:3], got[forced][:3]) == (
+        (*owners[fresh], None, 1),
+        (*owners[owned], "INSTANCE"),
+        (*owners[forced], "INSTANCE"),
+    )
+    assert lite.rows(lite.placement, "SELECT id, name FROM consumer_types") == [(7, "INSTANCE")]
+
+
 def test_heal_refuses_what_placement_would(placement_lite: Cloud) -> None:
     lite = placement_lite
     victim = live_instances(lite)[0]
@@ -309,7 +387,9 @@ def test_sync_aggregates_adds_back_exactly_what_is_missing(placement_cloud: Clou
     assert (again.added, again.already) == ([], len(full))
 
 
-def test_sync_aggregates_reports_what_it_cannot_resolve(placement_lite: Cloud) -> None:
+def test_sync_aggregates_reports_what_it_cannot_resolve(
+    placement_lite: Cloud, capsys: pytest.CaptureFixture[str]
+) -> None:
     lite = placement_lite
     hosts = [
         str(r[0]) for r in lite.rows(lite.api, "SELECT host FROM host_mappings ORDER BY host")
@@ -333,9 +413,22 @@ def test_sync_aggregates_reports_what_it_cannot_resolve(placement_lite: Cloud) -
     )  # fmt: skip
     lite.run(lite.placement, "UPDATE resource_providers SET uuid = :n WHERE uuid = :u",
              n=str(uuid.uuid4()), u=node)  # fmt: skip
+    # nova-manage 34 stops at such a host with 2 ("Failed to get aggregates ..."); novadb
+    # adds every other membership first, and exits 2 as well (over 4 and 5).
+    full = memberships(lite)
+    lite.run(lite.placement, "DELETE FROM resource_provider_aggregates")
     result = sync_aggregates(lite.settings)
     assert result.missing_providers == [(hosts[1], node)]
-    assert result.exit_code == 6
+    assert result.exit_code == 2
+    others = {n for n, (_, h, _) in live_nodes(lite).items() if h not in hosts[:2]}
+    assert others and memberships(lite) == {(a, p) for a, p in full if p in others}
+    assert {h for _, h, _ in result.added} == set(hosts[2:])
+    urls = ["--database", lite.settings.url("main"), "--api-database", lite.settings.url("api"),
+            "--placement-database", lite.settings.url("placement")]  # fmt: skip
+    assert cli.main([*urls, "sync-aggregates"]) == 2
+    out = capsys.readouterr().out
+    assert f"Failed to get aggregates for resource provider with UUID {node}\n" in out
+    assert f"Missing: {hosts[0]}" in out and "Missing: unmapped-host" in out
 
 
 def test_sync_aggregates_stops_on_a_host_with_two_nodes(placement_lite: Cloud) -> None:

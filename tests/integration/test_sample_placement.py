@@ -121,7 +121,7 @@ def test_placement_is_what_nova_would_hold(cloud: Cloud) -> None:
     for u in cases["volume_root"] + cases["no_image"]:
         (resources,) = actual[u].values()
         assert "DISK_GB" not in resources  # the sample flavors have no ephemeral disk or swap
-    assert consumers(cloud) == {u: (*owners[u], "INSTANCE", 1) for u in expected}
+    assert consumers(cloud) == {u: (*owners[u], None, 1) for u in expected}  # as Nova 34 writes
 
     # Aggregates: API aggregates with uuids, the same uuids in Placement, members = hosts' nodes.
     api_members: dict[str, set[str]] = defaultdict(set)
@@ -308,7 +308,5 @@ def test_desync_helpers_do_what_they_say(cloud: Cloud) -> None:
     assert {p for u in orphans.consumers for p in after[u]} == set(orphans.providers)
     assert orphans.allocations == 4 * len(ORPHAN_RESOURCES)
     owners = consumers(cloud)
-    assert all(
-        owners[u] == (ORPHAN_PROJECT, ORPHAN_USER, "INSTANCE", 1) for u in orphans.consumers
-    )
+    assert all(owners[u] == (ORPHAN_PROJECT, ORPHAN_USER, None, 1) for u in orphans.consumers)
     assert generations(cloud) == {u: g + (u in orphans.providers) for u, g in gens.items()}

@@ -40,6 +40,7 @@ from novadb.online.runner import OnlineResult, online_migrate
 from novadb.online.runner import validate as validate_online
 from novadb.placement.audit import AuditResult
 from novadb.placement.rebuild import RebuildResult
+from novadb.progress import Event
 from novadb.render import operations as render
 from novadb.render import placement as render_placement
 from novadb.sample.demo import DEFAULT_INSTANCES, DemoStep, run_demo
@@ -460,8 +461,19 @@ def _cmd_online(args: argparse.Namespace, out: Output) -> int:
     max_count = _count(args.max_count, "--max-count")
     batch_size = _count(args.batch_size, "--batch-size") or 0
     validate_online(max_count, batch_size, args.target)
-    if max_count is None and not out.as_json:
-        out.err.print(f"Running batches of {batch_size} until complete", highlight=False)
+    progress = out.progress
+    if not out.as_json:
+        # nova-manage's stdout, line for line: the batch size, a line per call that
+        # found rows, then the table (JSON output stays JSON only).
+        if max_count is None:
+            out.out.print(f"Running batches of {batch_size} until complete", markup=False)
+
+        def progress(event: Event) -> None:
+            line = render.online_batch_line(event)
+            if line is not None:
+                out.out.print(line, markup=False, soft_wrap=True)
+            out.progress(event)
+
     with stop_on_ctrl_c() as stop:
         result = online_migrate(
             _settings(args),
@@ -469,7 +481,7 @@ def _cmd_online(args: argparse.Namespace, out: Output) -> int:
             batch_size=batch_size,
             database=args.target,
             all_cells=args.all_cells,
-            progress=out.progress,
+            progress=progress,
             stop=stop,
         )
     out.close()

@@ -121,7 +121,8 @@ def _audit(args: argparse.Namespace, out: Output, settings: Settings) -> int:
 
 def _heal(args: argparse.Namespace, out: Output, settings: Settings) -> int:
     options = HealOptions(
-        max_count=_max_count(args.max_count),
+        # nova-manage ignores --max-count (even a bad one) when --instance is given.
+        max_count=_max_count(args.max_count) if args.instance is None else None,
         dry_run=args.dry_run,
         instance=args.instance,
         cell=args.cell,

@@ -37,11 +37,30 @@ class Unmigratable:
 
 @dataclass
 class Outcome:
-    """What one call of a migration saw and did."""
+    """What one call of a migration saw and did.
+
+    ``walked`` is for a migration that walks past rows it does not count as
+    found (Nova's VIF walk looks at every live instance, counts those with a
+    network cache): the rows it looked at.  The loop goes on while a call
+    looked at anything (:attr:`seen`), not only while it found something.
+    """
 
     found: int = 0
     done: int = 0
     unmigratable: list[Unmigratable] = field(default_factory=list)
+    walked: int = 0
+
+    @property
+    def seen(self) -> int:
+        """Rows the call looked at: those it walked past, or (most migrations) those it found."""
+        return max(self.found, self.walked)
+
+    def add(self, other: Outcome) -> None:
+        """Add another call's counts to these (for callers that total several calls)."""
+        self.found += other.found
+        self.done += other.done
+        self.walked += other.walked
+        self.unmigratable += other.unmigratable
 
 
 @dataclass

@@ -35,7 +35,7 @@ def chunked(func: Func, size: int = CHUNK) -> Func:
     """``func`` called in steps of at most ``size`` rows until ``limit`` rows were looked at.
 
     Each step is its own read and short write transaction; the loop ends early
-    when a step finds fewer rows than it asked for (nothing more to look at).
+    when a step looks at fewer rows than it asked for (nothing more to look at).
     """
 
     @functools.wraps(func)
@@ -45,12 +45,10 @@ def chunked(func: Func, size: int = CHUNK) -> Func:
         while remaining > 0:
             step = min(remaining, size)
             outcome = func(ctx, step, state)
-            total.found += outcome.found
-            total.done += outcome.done
-            total.unmigratable += outcome.unmigratable
-            if outcome.found < step:
+            total.add(outcome)
+            if outcome.seen < step:
                 break
-            remaining -= outcome.found
+            remaining -= outcome.seen
         return total
 
     return run

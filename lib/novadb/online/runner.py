@@ -301,10 +301,10 @@ def _loop(
             unit.result.found += outcome.found
             unit.result.done += outcome.done
             unit.result.unmigratable += outcome.unmigratable
-            found_any = found_any or outcome.found > 0
-            # Without --max-count a unit that found nothing is not asked again:
+            found_any = found_any or outcome.seen > 0
+            # Without --max-count a unit that looked at nothing is not asked again:
             # its cursor is past every candidate, and asking costs a scan.
-            unit.exhausted = max_count is None and outcome.found == 0
+            unit.exhausted = max_count is None and outcome.seen == 0
             ran += outcome.done
             if outcome.found:
                 progress(Event(

@@ -1,24 +1,27 @@
 """Stein's ``fill_virtual_interface_list``: ``virtual_interfaces`` rebuilt from the info cache.
 
-What Nova does, per cell: walk live instances (``deleted = 0`` and not
-soft-deleted) in ``(created_at, id)`` order after a marker; for each whose
-live ``instance_info_caches`` row has a non-empty ``network_info``, compare
-the port ids of ``network_info`` with the instance's live VIF rows (ordered
-by ``created_at, id``).  Equal: nothing.  Fewer VIF rows than ports (a
-pre-Newton instance) or as many in another order: soft-delete the VIF rows
-and create one per port, in cache order: ``uuid`` = port id, ``address`` =
-``<mac>/<port id>``, ``network_id`` NULL, ``tag`` kept from the old row of
-the same port.  More VIF rows than ports: nothing (an attach in progress);
-reported here.  ``found`` counts instances with a cache, ``done`` rebuilds.
+What Nova does, in every mapped cell (cell0 too): walk live instances
+(``deleted = 0`` and not soft-deleted) in ``(created_at, id)`` order after a
+marker; for each whose live ``instance_info_caches`` row has a non-empty
+``network_info``, compare the port ids of ``network_info`` with the
+instance's live VIF rows (ordered by ``created_at, id``).  Equal: nothing.
+Fewer VIF rows than ports (a pre-Newton instance) or as many in another
+order: soft-delete the VIF rows and create one per port, in cache order:
+``uuid`` = port id, ``address`` = ``<mac>/<port id>``, ``network_id`` NULL,
+``tag`` kept from the old row of the same port.  More VIF rows than ports:
+nothing (an attach in progress); reported here.  ``found`` counts instances
+with a cache, ``done`` rebuilds; every live instance walked counts against
+the limit, as in Nova, and is reported as ``walked``.
 
 The marker is Nova's own, so a later ``nova-manage`` (or novadb) run goes on
 where this one stopped instead of rescanning every instance: a
 ``virtual_interfaces`` row with ``instance_uuid`` and ``uuid`` the all-zero
-uuid, ``address`` ``ff:ff:ff:ff:ff:ff/<zero uuid>`` and the last instance's
-uuid in ``tag``; its foreign key needs an ``instances`` row with the zero
-uuid, created soft-deleted as Nova does (only that row: Nova's
-``Instance.create()`` also leaves a default security group, a deleted info
-cache and extra row behind).
+uuid, ``address`` ``ff:ff:ff:ff:ff:ff/<zero uuid>`` and, in ``tag``, the
+last instance the call walked, with a cache or not (so a cell whose
+instances have no network, such as cell0's, gets one too); its foreign key
+needs an ``instances`` row with the zero uuid, created soft-deleted as Nova
+does (only that row: Nova's ``Instance.create()`` also leaves a default
+security group, a deleted info cache and extra row behind).
 
 Differences from Nova: a ``network_info`` that is not a JSON list of
 objects with a string ``id``, or whose new addresses are already used by
@@ -125,7 +128,7 @@ def _set_marker(conn: Connection, inst: sa.Table, vif: sa.Table, last: str) -> N
 
 
 def fill_virtual_interface_list(ctx: Context, limit: int, state: dict[str, Any]) -> Outcome:
-    """Up to ``limit`` instances with a cache after the marker; rebuild those that need it."""
+    """Walk up to ``limit`` live instances after the marker; rebuild those that need it."""
     assert ctx.main is not None
     engine = ctx.main
     inst = ctx.table(engine, "instances")
@@ -135,7 +138,7 @@ def fill_virtual_interface_list(ctx: Context, limit: int, state: dict[str, Any])
         query = (
             sa.select(inst.c.id, inst.c.uuid, cache.c.network_info)
             .select_from(
-                inst.join(
+                inst.outerjoin(
                     cache, sa.and_(cache.c.instance_uuid == inst.c.uuid, cache.c.deleted == 0)
                 )
             )
@@ -143,19 +146,20 @@ def fill_virtual_interface_list(ctx: Context, limit: int, state: dict[str, Any])
                 inst.c.deleted == 0,
                 sa.or_(inst.c.vm_state != SOFT_DELETED, inst.c.vm_state.is_(None)),
                 inst.c.uuid != FAKE_UUID,
-                cache.c.network_info.is_not(None),
-                cache.c.network_info.not_in(["", "[]"]),
                 _after_marker(conn, inst, vif),
             )
             .order_by(inst.c.created_at, inst.c.id)
             .limit(limit)
         )
-        rows = conn.execute(query).all()
-        if not rows:
+        walked = conn.execute(query).all()
+        if not walked:
             return Outcome()
-        old = _live_vifs(conn, vif, [r.uuid for r in rows])
+        # Nova looks no further at an instance without a cache or with an empty one.
+        rows = [r for r in walked if (r.network_info or "").strip() not in ("", "[]")]
+        old = _live_vifs(conn, vif, [r.uuid for r in rows]) if rows else {}
     bad: list[Unmigratable] = []
     plans: list[_Plan] = []
+    skipped = 0
     now = utcnow()
     for r in rows:
         ports = _ports(r.network_info)
@@ -163,7 +167,8 @@ def fill_virtual_interface_list(ctx: Context, limit: int, state: dict[str, Any])
             reason = "network_info is not a JSON list of VIFs with string ids"
             bad.append(Unmigratable("instances", str(r.id), reason))
             continue
-        if not ports:  # Nova skips an empty network_info ("[ ]")
+        if not ports:  # Nova skips an empty network_info ("[ ]") and does not count it
+            skipped += 1
             continue
         have = old.get(r.uuid, [])
         cached = [p["id"] for p in ports]
@@ -195,7 +200,7 @@ def fill_virtual_interface_list(ctx: Context, limit: int, state: dict[str, Any])
         plans.append(plan)
     plans, clashes = _without_clashes(ctx, plans)
     bad += clashes
-    last = rows[-1].uuid
+    last = walked[-1].uuid
 
     def rebuild(conn: Connection) -> int:
         fresh = _unchanged(conn, inst, cache, vif, plans)
@@ -213,7 +218,7 @@ def fill_virtual_interface_list(ctx: Context, limit: int, state: dict[str, Any])
         return len(fresh)
 
     done = write(engine, rebuild)
-    return Outcome(found=len(rows), done=done, unmigratable=bad)
+    return Outcome(found=len(rows) - skipped, done=done, unmigratable=bad, walked=len(walked))
 
 
 def _live_vifs(conn: Connection, vif: sa.Table, uuids: list[str]) -> dict[str, list[Any]]:
@@ -301,22 +306,21 @@ def _unchanged(
 def fill_virtual_interface_list_all_cells(
     ctx: Context, limit: int, state: dict[str, Any]
 ) -> Outcome:
-    """Nova walks every mapped cell for this migration, whatever ``[database]`` is.
+    """Nova walks every mapped cell for this migration, cell0 included, whatever ``[database]`` is.
 
     Each cell keeps its own cursor (and Nova's marker row in its own
     database); the limit is shared, cell after cell.
     """
     total = Outcome()
     for name, cell_uuid, engine in ctx.cells:
-        if total.found >= limit:
+        if total.seen >= limit:
             break
         contexts = state.setdefault("contexts", {})
         if cell_uuid not in contexts:
             contexts[cell_uuid] = Context(ctx.settings, main=engine, api=ctx.api, cell_name=name)
-        outcome = fill_virtual_interface_list(
-            contexts[cell_uuid], limit - total.found, state.setdefault(cell_uuid, {})
+        total.add(
+            fill_virtual_interface_list(
+                contexts[cell_uuid], limit - total.seen, state.setdefault(cell_uuid, {})
+            )
         )
-        total.found += outcome.found
-        total.done += outcome.done
-        total.unmigratable += outcome.unmigratable
     return total

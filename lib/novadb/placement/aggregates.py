@@ -4,11 +4,24 @@ For every host of every host aggregate in the API database, the host's
 compute node provider must be a member of the Placement aggregate with the
 same uuid.  Like ``nova-manage placement sync_aggregates`` this only adds,
 never removes.  Hosts that cannot be resolved are collected and reported at
-the end with nova-manage's codes, the last problem class winning: 4 a host
-with no host mapping, 5 a mapped host with no compute node, 6 a compute node
-with no provider.  A host with several compute nodes (ironic) stops the run
-with exit 1, as in Nova.  All additions go in one transaction, with the
-providers' generations bumped by compare-and-swap.
+the end with nova-manage 34's codes: 4 a host with no host mapping, 5 a
+mapped host with no compute node (5 over 4, as nova-manage's last message
+wins), 2 a compute node with no provider.
+
+The last is where nova-manage 34 stops: it asks Placement for the provider's
+aggregates by the node's uuid, Placement answers 404, and its client raises
+``ResourceProviderAggregateRetrievalFailed`` ("Failed to get aggregates for
+resource provider with UUID ..."), which ends the run with exit 2 (its code 6,
+"resource provider not found", is only reached through a lookup by name,
+which sync_aggregates never does).  Here the run carries on: every other
+membership is independent of the missing provider and is added, so one
+compute node nova-compute has not registered yet does not keep the rest of
+the cloud out of its aggregates (and out of the scheduler's aggregate-based
+placement filters); the exit code is nova-manage's 2 all the same, and wins
+over 4 and 5 as it does there.  A host with several compute nodes (ironic)
+stops the run with exit 1, as in Nova, before anything is written.  All
+additions go in one transaction, with the providers' generations bumped by
+compare-and-swap.
 """
 
 from __future__ import annotations
@@ -34,7 +47,7 @@ from novadb.placement.db import (
 )
 from novadb.progress import Event, Progress, ignore
 
-EXIT_OK, EXIT_TOO_MANY, EXIT_UNMAPPED, EXIT_NO_NODE, EXIT_NO_PROVIDER = 0, 1, 4, 5, 6
+EXIT_OK, EXIT_TOO_MANY, EXIT_NO_PROVIDER, EXIT_UNMAPPED, EXIT_NO_NODE = 0, 1, 2, 4, 5
 
 
 class TooManyComputes(NovaDbError):
@@ -58,7 +71,7 @@ class AggregatesResult:
 
     @property
     def exit_code(self) -> int:
-        """nova-manage's: the last problem class found wins (6 over 5 over 4)."""
+        """nova-manage 34's: 2 (where it stops) over 5 over 4."""
         if self.missing_providers:
             return EXIT_NO_PROVIDER
         if self.missing_nodes:

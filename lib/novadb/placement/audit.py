@@ -20,11 +20,16 @@ expects for it (uuid = ``compute_nodes.uuid``, name = ``hypervisor_hostname``):
     neither a live instance on that node, an in-progress migration there, nor
     an instance still being built (``build_requests``).
 
-``--delete`` removes orphan allocations only, as Placement would (consumer and
-provider generations bumped with compare-and-swap; consumers left without
-allocations are dropped).  Exit codes follow Nova's audit: 0 nothing found,
-3 something found and left, 4 orphans found and deleted and nothing else left,
-127 bad input, 1 an error.
+``--delete`` removes orphan allocations only, in one transaction, as Placement would
+(consumers left without allocations are dropped), with the generations of
+the consumers and of the providers that lose allocations bumped by
+compare-and-swap: Placement 16 moves no generation when allocations are
+removed, but novadb keeps one contract for every change of a provider's
+allocations, so a placement-api write based on the old state gets its 409.
+Exit codes follow Nova's audit: 0 nothing found, 3 something found and left,
+4 orphans found and deleted and nothing else left, 127 bad input, 1 the
+deletions could not be made (Placement changed under them 10 times in a row;
+nothing was deleted).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from novadb.config import Settings
 from novadb.connections import engine_for
 from novadb.errors import NovaDbError
 from novadb.placement.db import (
+    ConcurrentUpdate,
     PlacementTables,
     bump_generations,
     chunks,
@@ -412,7 +418,13 @@ def placement_audit(
         if delete and orphans:
             progress(Event("placement-audit", "step", f"deleting {len(orphans)} orphans"))
             with writer_lock(engine, held=lock_held):
-                deleted = _delete_orphans(engine, tables, view, orphans)
+                try:
+                    deleted = _delete_orphans(engine, tables, view, orphans)
+                except ConcurrentUpdate as exc:
+                    # nova-manage's 1: the deletions could not be made; here nothing was.
+                    raise NovaDbError(
+                        f"placement-audit --delete deleted nothing: {exc}", exit_code=EXIT_ERROR
+                    ) from exc
     return AuditResult(
         findings=findings,
         deleted_consumers=deleted[0],

@@ -1,19 +1,29 @@
 """Writing to the Placement database the way placement-api does, so both can run at once.
 
-Placement's concurrency model is optimistic: every change to a provider's
-inventories, traits, aggregates or allocations bumps
-``resource_providers.generation``, and every change to a consumer's
-allocations bumps ``consumers.generation``, each with a compare-and-swap
-``UPDATE ... WHERE generation = <what I read>``.  A writer whose swap matches
-no row lost a race; it rolls back and starts again from a fresh read.  We do
-the same, set-based: one ``UPDATE`` per batch whose ``WHERE`` carries each
-row's expected generation (a ``CASE`` on the id), and the batch is redone
-unless every row matched.
+Placement's concurrency model is optimistic: a writer reads a provider's
+(or consumer's) generation, and its write lands only if a compare-and-swap
+``UPDATE ... SET generation = generation + 1 WHERE generation = <what I
+read>`` still matches; a writer whose swap matches no row lost a race, rolls
+back and starts again from a fresh read.
+
+The contract novadb keeps with placement-api: every change novadb makes to a
+provider's allocations, inventories or aggregates changes that provider's
+generation, and every change to a consumer's allocations the consumer's, so
+a placement-api request that read them before novadb wrote fails its swap
+(409) and re-reads, and one that wrote in between makes novadb's batch fail
+its own swap, roll back and be redone.  Set-based: one ``UPDATE`` per batch
+whose ``WHERE`` carries each row's expected generation (a ``CASE`` on the
+id), the batch redone unless every row matched.  The counts are not
+Placement's: it bumps once per request (per consumer PUT, per aggregate
+added) and not at all when allocations are only removed; novadb bumps once
+per batch, removals included (``tests/integration/test_placement_generations.py``).
 
 Rows are created as Placement creates them: standard resource classes with
 Placement's fixed ids (their index in ``os_resource_classes.STANDARDS``),
-standard traits from ``os_traits``, projects/users/consumer types on first
-use, ``created_at``/``updated_at`` stamped in UTC.
+standard traits from ``os_traits``, projects and users on first use,
+``created_at``/``updated_at`` stamped in UTC.  Consumers get no consumer type:
+Nova 34 writes allocations below microversion 1.38, where Placement leaves
+the type NULL (new consumers) or as it was.
 """
 
 from __future__ import annotations
@@ -36,8 +46,6 @@ from novadb.locking import DEFAULT_TIMEOUT, database_lock
 
 T = TypeVar("T")
 
-INSTANCE = "INSTANCE"
-MIGRATION = "MIGRATION"
 MIN_CUSTOM_CLASS_ID = 10000
 # Classes a Nova compute node's root provider reports and Nova can rebuild.
 NOVA_ROOT_CLASSES = ("VCPU", "PCPU", "MEMORY_MB", "DISK_GB")
@@ -236,16 +244,6 @@ def external_ids(conn: Connection, table: sa.Table, wanted: Iterable[str]) -> di
             query = sa.select(table.c.external_id, table.c.id).where(table.c.external_id.in_(part))
             found.update({str(e): int(i) for e, i in conn.execute(query)})
     return found
-
-
-def consumer_type_id(conn: Connection, tables: PlacementTables, name: str) -> int:
-    """The ``consumer_types`` id for ``name`` (``INSTANCE``), created on first use."""
-    query = sa.select(tables.consumer_types.c.id).where(tables.consumer_types.c.name == name)
-    found = conn.execute(query).scalar()
-    if found is None:
-        conn.execute(sa.insert(tables.consumer_types).values(name=name, created_at=utcnow()))
-        found = conn.execute(query).scalar_one()
-    return int(found)
 
 
 def delete_empty_consumers(conn: Connection, tables: PlacementTables, uuids: list[str]) -> int:

@@ -11,16 +11,20 @@ and root disk), one Placement transaction per batch.  Per instance:
 * ``--force`` (with ``--instance``) -> replace them with the flavor's;
 * otherwise it is up to date.
 
-Placement's rules hold: the consumer gets the ``INSTANCE`` type, inventory
-must exist and have room (``(total - reserved) * allocation_ratio``,
-``min_unit``/``max_unit``/``step_size``), and provider and consumer
-generations are bumped with compare-and-swap, the batch redone on a race.
+Placement's rules hold, as Nova 34 writes through them: a consumer heal
+creates has no consumer type and one it updates keeps its own (Nova writes
+allocations below Placement microversion 1.38, which leaves the type alone,
+and never reads it); inventory must exist and have room
+(``(total - reserved) * allocation_ratio``, ``min_unit``/``max_unit``/
+``step_size``); provider and consumer generations are bumped with
+compare-and-swap, the batch redone on a race.
 
 Exit codes are nova-manage's: 0 healed some, 1 ``--max-count`` reached,
 2 an instance's compute node is gone, 3 an allocation could not be written,
 4 nothing to heal (always with ``--dry-run``), 8 a flavor heal cannot handle,
-127 bad input.  Unlike nova-manage, one bad instance does not stop the run;
-the first failure's code is the exit code.
+127 bad input; ``--instance`` ends with 0 or 4 (or a failure's code), never 1.
+Unlike nova-manage, one bad instance does not stop the run; the first
+failure's code is the exit code.
 """
 
 from __future__ import annotations
@@ -38,12 +42,10 @@ from novadb.config import Settings
 from novadb.connections import engine_for
 from novadb.errors import BadInput
 from novadb.placement.db import (
-    INSTANCE,
     PlacementTables,
     bump_generations,
     chunks,
     class_ids,
-    consumer_type_id,
     external_ids,
     utcnow,
     write,
@@ -86,12 +88,15 @@ class HealOptions:
     batch_size: int = DEFAULT_BATCH
 
     def validate(self) -> None:
-        """Raise exit-127 BadInput on combinations nova-manage refuses."""
+        """Raise exit-127 BadInput on combinations nova-manage refuses.
+
+        With ``--instance`` nova-manage ignores ``--max-count`` altogether.
+        """
         if self.cell and self.instance:
             raise _bad("The --cell and --instance options are mutually exclusive.")
         if self.force and not self.instance:
             raise _bad("The --instance flag is required when using --force flag.")
-        if self.max_count is not None and self.max_count < 1:
+        if self.max_count is not None and self.max_count < 1 and not self.instance:
             raise _bad("Must supply a positive integer for --max-count.")
         if self.batch_size < 1:
             raise _bad("--batch-size must be a positive integer.")
@@ -333,7 +338,6 @@ class _Existing:
     generation: int | None = None
     project: str | None = None
     user: str | None = None
-    type_id: int | None = None
     allocations: dict[int, dict[int, int]] = field(default_factory=dict)  # rp -> rc -> used
 
 
@@ -348,7 +352,6 @@ def _existing(conn: Connection, t: PlacementTables, uuids: list[str]) -> dict[st
                 c.c.generation,
                 p.c.external_id.label("project"),
                 u.c.external_id.label("user"),
-                c.c.consumer_type_id,
             )
             .select_from(
                 c.outerjoin(p, p.c.id == c.c.project_id).outerjoin(u, u.c.id == c.c.user_id)
@@ -358,7 +361,7 @@ def _existing(conn: Connection, t: PlacementTables, uuids: list[str]) -> dict[st
         for r in conn.execute(query):
             e = out[str(r.uuid)]
             e.consumer_id, e.generation = int(r.id), r.generation
-            e.project, e.user, e.type_id = r.project, r.user, r.consumer_type_id
+            e.project, e.user = r.project, r.user
         query = sa.select(
             a.c.consumer_id, a.c.resource_provider_id, a.c.resource_class_id, a.c.used
         ).where(a.c.consumer_id.in_(part))
@@ -497,7 +500,6 @@ def _write_batch(
     providers: dict[str, tuple[int, int | None]],
 ) -> None:
     now = utcnow()
-    type_id = consumer_type_id(conn, t, INSTANCE)
     projects = external_ids(conn, t.projects, (d.plan.instance.project_id for d in decisions))
     users = external_ids(conn, t.users, (d.plan.instance.user_id for d in decisions))
     fresh = [
@@ -512,7 +514,6 @@ def _write_batch(
                     "project_id": projects[d.plan.instance.project_id],
                     "user_id": users[d.plan.instance.user_id],
                     "generation": 0,
-                    "consumer_type_id": type_id,
                     "created_at": now,
                 }
                 for d in fresh
@@ -534,7 +535,6 @@ def _write_batch(
                 .values(
                     project_id=projects[d.plan.instance.project_id],
                     user_id=users[d.plan.instance.user_id],
-                    consumer_type_id=type_id,
                     updated_at=now,
                 )
             )
@@ -684,5 +684,7 @@ def _heal_cell(cell: Cell, placement: Engine, tables: PlacementTables, run: _Run
             )
             room = run.room()
             if room is not None and room <= 0:
-                run.max_count_reached = True
+                # --instance is one instance, not "--max-count 1": nova-manage ends it
+                # with 0 (healed) or 4 (nothing to heal), never "Max count reached".
+                run.max_count_reached = run.options.instance is None
                 return

@@ -19,6 +19,7 @@ from novadb.archive.archive import ArchiveResult
 from novadb.archive.purge import PurgeResult
 from novadb.check.check import CheckResult
 from novadb.online.runner import OnlineResult
+from novadb.progress import Event
 from novadb.schema.null_uuid import NullUuidResult
 from novadb.schema.sync import SyncResult, VersionResult
 
@@ -108,6 +109,18 @@ def archive_summary(result: ArchiveResult) -> str:
         held = ", ".join(f"{t} {n}" for t, n in sorted(result.held_back.items()))
         text += f"\nheld back (still referenced by tables archive does not move): {held}"
     return text
+
+
+def online_batch_line(event: Event) -> str | None:
+    """nova-manage's line for a migration call that found rows, or None for other events.
+
+    ``N rows matched query NAME, M migrated``, word for word, so scripts that
+    read nova-manage's output read ours.
+    """
+    if event.operation != "online-migrate" or event.kind != "batch":
+        return None
+    data = event.data
+    return f"{data['found']} rows matched query {data['migration']}, {data['done']} migrated"
 
 
 def online_text(result: OnlineResult) -> str:

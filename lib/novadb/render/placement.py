@@ -145,11 +145,15 @@ def aggregates_table(result: AggregatesResult) -> Group:
             )
         )
     if result.missing_providers:
-        pairs = ",".join(f"({h}={u})" for h, u in result.missing_providers)
+        # nova-manage 34's line (it stops at the first such host), then what to do.
+        for _host, node in result.missing_providers:
+            parts.append(Text(f"Failed to get aggregates for resource provider with UUID {node}"))
+        pairs = ",".join(f"{h}={u}" for h, u in result.missing_providers)
         parts.append(
             Text(
-                "Unable to find matching resource provider record in placement with uuid for "
-                f"the following hosts: {pairs}; run `novadb placement-audit`"
+                f"Compute nodes without a resource provider in Placement (host=uuid): {pairs}; "
+                "their hosts were left out, every other membership was added. Restart "
+                "nova-compute on those hosts or run `novadb placement-audit`, then retry."
             )
         )
     return Group(*parts)

@@ -14,8 +14,9 @@ operations have a true cloud to audit, heal and rebuild:
   the aggregates' memberships, and each hosted instance's allocations as
   ``heal_allocations`` would write them
   (:func:`~novadb.placement.resources.resources_from_flavor`), with its
-  ``INSTANCE`` consumer.  Providers' generations count the writes Placement
-  would have seen (inventory, one per aggregate, one per instance).
+  consumer, untyped as Nova 34 leaves it (it writes below microversion
+  1.38).  Providers' generations count the writes Placement would have seen
+  (inventory, one per aggregate, one per instance).
 
 Live instances Nova would not allocate for (a task in progress, no host,
 flavors heal-allocations refuses, classes the node does not report) get
@@ -49,12 +50,10 @@ from novadb.config import Settings
 from novadb.connections import engine_for
 from novadb.errors import BadInput, NovaDbError
 from novadb.placement.db import (
-    INSTANCE,
     PlacementTables,
     bump_generations,
     chunks,
     class_ids,
-    consumer_type_id,
     delete_empty_consumers,
     ensure_standard_classes,
     ensure_standard_traits,
@@ -406,9 +405,6 @@ def _write_placement(
     users = external_ids(conn, tables.users, (c.user for c in cloud.claims))
     counts["projects"] = _count(conn, tables.projects) - before["projects"]
     counts["users"] = _count(conn, tables.users) - before["users"]
-    had_type = _has_consumer_type(conn, tables, INSTANCE)
-    instance_type = consumer_type_id(conn, tables, INSTANCE)
-    counts["consumer_types"] = 0 if had_type else 1
     counts["consumers"] = _insert(
         conn,
         tables.consumers,
@@ -418,7 +414,6 @@ def _write_placement(
                 "project_id": projects[c.project],
                 "user_id": users[c.user],
                 "generation": 1,
-                "consumer_type_id": instance_type,
                 "created_at": now,
                 "updated_at": now,
             }
@@ -441,11 +436,6 @@ def _write_placement(
         ],
     )
     return counts
-
-
-def _has_consumer_type(conn: Connection, tables: PlacementTables, name: str) -> bool:
-    query = sa.select(tables.consumer_types.c.id).where(tables.consumer_types.c.name == name)
-    return conn.execute(query).first() is not None
 
 
 def populate_placement(
@@ -557,9 +547,9 @@ def _generations(
 def drop_allocations(target: Settings | Engine, count: int, seed: int = 0) -> Desync:
     """Delete ``count`` instances' allocations and consumers: "allocations lost".
 
-    Candidates are the consumers of type ``INSTANCE`` that hold allocations;
-    given ``Settings`` (not just the Placement engine) only those that are
-    live instances in the cells.  Each provider losing allocations has its
+    Candidates are the consumers that hold allocations; given ``Settings``
+    (not just the Placement engine) only those that are live instances in the
+    cells.  Each provider losing allocations has its
     generation bumped, as Placement's DELETE would.
     """
     if count < 0:
@@ -573,17 +563,13 @@ def drop_allocations(target: Settings | Engine, count: int, seed: int = 0) -> De
 
 def _drop(engine: Engine, count: int, seed: int, live: set[str] | None) -> Desync:
     tables = PlacementTables(engine)
-    alloc, consumers, types = tables.allocations, tables.consumers, tables.consumer_types
+    alloc, consumers = tables.allocations, tables.consumers
 
     def work(conn: Connection) -> Desync:
         rng = random.Random(seed)  # fresh per attempt: a retry picks the same consumers
         query = (
             sa.select(consumers.c.uuid)
-            .select_from(consumers.join(types, types.c.id == consumers.c.consumer_type_id))
-            .where(
-                types.c.name == INSTANCE,
-                sa.exists().where(alloc.c.consumer_id == consumers.c.uuid),
-            )
+            .where(sa.exists().where(alloc.c.consumer_id == consumers.c.uuid))
             .order_by(consumers.c.uuid)
         )
         candidates = [str(u) for (u,) in conn.execute(query)]
@@ -608,9 +594,9 @@ def _drop(engine: Engine, count: int, seed: int, live: set[str] | None) -> Desyn
 def add_orphan_allocations(placement_engine: Engine, count: int, seed: int = 0) -> Desync:
     """Allocate ``ORPHAN_RESOURCES`` for ``count`` consumers that are nobody.
 
-    The consumer uuids are new (neither instances nor migrations), typed
-    ``INSTANCE`` as a deleted instance's leaked allocations would be, owned
-    by ``orphan-project``/``orphan-user``, each on a random provider that
+    The consumer uuids are new (neither instances nor migrations), untyped as
+    a deleted instance's leaked allocations would be, owned by
+    ``orphan-project``/``orphan-user``, each on a random provider that
     reports VCPU and MEMORY_MB.  Providers' generations are bumped.
     """
     if count < 0:
@@ -638,7 +624,6 @@ def add_orphan_allocations(placement_engine: Engine, count: int, seed: int = 0) 
         classes = class_ids(conn, tables)
         project = external_ids(conn, tables.projects, [ORPHAN_PROJECT])[ORPHAN_PROJECT]
         user = external_ids(conn, tables.users, [ORPHAN_USER])[ORPHAN_USER]
-        instance_type = consumer_type_id(conn, tables, INSTANCE)
         now = utcnow()
         _insert(
             conn,
@@ -649,7 +634,6 @@ def add_orphan_allocations(placement_engine: Engine, count: int, seed: int = 0) 
                     "project_id": project,
                     "user_id": user,
                     "generation": 1,
-                    "consumer_type_id": instance_type,
                     "created_at": now,
                     "updated_at": now,
                 }
