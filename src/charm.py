@@ -497,7 +497,7 @@ class NovaCloudControllerCharm(ops.CharmBase):
 
         def work(log: ThrottledLog) -> Outcome:
             result = sync_aggregates(self._settings(), dry_run=params.dry_run, progress=log)
-            # 4, 5 and 6 (hosts not resolved) fail; a host with two nodes (1) raises.
+            # 4, 5 and 2 (hosts not resolved) fail; a host with two nodes (1) raises.
             failure = aggregates_failure(result) if result.exit_code else None
             return aggregates_results(result), failure
 

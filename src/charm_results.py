@@ -376,7 +376,7 @@ def aggregates_results(result: AggregatesResult) -> Results:
 
 
 def aggregates_failure(result: AggregatesResult) -> str:
-    """Each class of unresolved host with what to do about it (nova-manage's 4, 5, 6)."""
+    """Each class of unresolved host with what to do about it (nova-manage's 4, 5, 2)."""
     failures: list[str] = []
     if result.unmapped_hosts:
         failures.append(
