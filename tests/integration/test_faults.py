@@ -180,13 +180,16 @@ def test_purge_killed_after_its_first_window(pair: Pair) -> None:
     _kill_after_first(proc, progressed)
 
     killed = pair.snapshot()
+    # On a loaded machine the purge may finish between the poll that saw its
+    # first window and the kill: then the rerun finds nothing, nova-manage's 3.
+    left = sum(sum(rows.values()) for table, rows in killed.items() if table in shadows)
     for table, rows in killed.items():
         if table in shadows:
             assert not rows - shadows[table], table  # only ever deleted, never written
         else:
             assert rows == archived[table], table  # live tables untouched
     rerun = subprocess.run(pair.cli("purge", "--all"), capture_output=True, text=True, timeout=120)
-    assert (rerun.returncode, rerun.stderr) == (0, ""), rerun.stderr
+    assert (rerun.returncode, rerun.stderr) == (0 if left else 3, ""), rerun.stderr
     end = pair.snapshot()
     assert all(not end[t] for t in shadows)
     assert {t: r for t, r in end.items() if t not in shadows} == {
