@@ -12,6 +12,7 @@ Errors are one line on stderr and a documented exit code (see README).  With
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -19,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from novadb import dberrors
+from novadb import config, dberrors
 from novadb.archive.archive import ArchiveOptions, ArchiveResult, archive
 from novadb.archive.purge import PurgeOptions, PurgeResult, purge
 from novadb.check.check import CheckResult, check
@@ -28,6 +29,7 @@ from novadb.cli import placement as cli_placement
 from novadb.cli.output import Output
 from novadb.cli.progress import stop_on_ctrl_c
 from novadb.config import Settings, load_settings
+from novadb.connections import mask
 from novadb.errors import (
     EXIT_DATABASE_FAULT,
     EXIT_INTERRUPTED,
@@ -288,6 +290,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         database=args.database,
         api_database=args.api_database,
         placement_database=args.placement_database,
+        defaults_root=config.NOVA_MANAGE_ROOT,
     )
 
 
@@ -342,7 +345,7 @@ def _cmd_null_uuid(args: argparse.Namespace, out: Output) -> int:
 def _cmd_check(args: argparse.Namespace, out: Output) -> int:
     placement = None if args.no_placement else placement_findings
     result = check(_settings(args), progress=out.progress, placement=placement)
-    out.result(result, render.check_table)
+    out.result(result, lambda r: render.check_table(r, out.options))
     return result.exit_code
 
 
@@ -518,15 +521,29 @@ def _with_settings(command: cli_placement.Command) -> Callable[[argparse.Namespa
 COMMANDS.update({name: _with_settings(cmd) for name, cmd in cli_placement.COMMANDS.items()})
 
 
+def global_options(args: argparse.Namespace) -> str:
+    """The global options the operator gave, as they would retype them, URLs masked."""
+    words: list[str] = []
+    for path in args.config_file:
+        words += ["--config-file", path]
+    if args.config_dir is not None:
+        words += ["--config-dir", args.config_dir]
+    for flag, url in (("--database", args.database), ("--api-database", args.api_database),
+                      ("--placement-database", args.placement_database)):  # fmt: skip
+        if url is not None:
+            words += [flag, mask(url)]
+    return shlex.join(words)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``novadb`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    out = Output(args.json)
+    out = Output(args.json, global_options(args))
     try:
         return COMMANDS[args.operation](args, out)
     except NovaDbError as exc:
         out.close()
-        sys.stderr.write(f"novadb: error: {exc}\n")
+        sys.stderr.write(f"novadb: error: {render.with_options(str(exc), out.options)}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         out.close()

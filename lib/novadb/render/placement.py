@@ -14,12 +14,16 @@ from novadb.placement.audit import AuditFinding, AuditResult
 from novadb.placement.backup.database import RestoreResult
 from novadb.placement.heal import HealResult, NotHealed
 from novadb.placement.rebuild import RebuildResult
+from novadb.render.operations import with_options
 
 SHOWN = 20  # per list; the rest is counted, --json has everything
 
 
-def audit_table(result: AuditResult) -> Group:
-    """Findings grouped by kind: the fix once per kind, then one line per finding."""
+def audit_table(result: AuditResult, options: str = "") -> Group:
+    """Findings grouped by kind: the fix once per kind, then one line per finding.
+
+    Fix commands carry the operator's global ``options`` (``with_options``).
+    """
     parts: list[Text | Padding] = []
     if not result.findings:
         parts.append(
@@ -33,12 +37,16 @@ def audit_table(result: AuditResult) -> Group:
     for f in result.findings:
         by_kind.setdefault(f.kind, []).append(f)
     for kind, found in by_kind.items():
-        parts.append(Text(f"{kind}: {len(found)}, fix: {found[0].fix}", style="bold"))
+        fix = with_options(found[0].fix, options)
+        parts.append(Text(f"{kind}: {len(found)}, fix: {fix}", style="bold"))
         for f in found[:SHOWN]:
-            parts.append(Padding(Text(f"{f.name or f.provider}: {f.detail}"), (0, 0, 0, 2)))
+            line = Text(f"{f.name or f.provider}: {f.detail}")
+            parts.append(Padding(line, (0, 0, 0, 2), expand=False))
         if len(found) > SHOWN:
             parts.append(
-                Padding(Text(f"... and {len(found) - SHOWN} more (--json)"), (0, 0, 0, 2))
+                Padding(
+                    Text(f"... and {len(found) - SHOWN} more (--json)"), (0, 0, 0, 2), expand=False
+                )
             )
     summary = ", ".join(f"{len(v)} {k}" for k, v in by_kind.items())
     if result.deleted_consumers:
