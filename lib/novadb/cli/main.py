@@ -368,12 +368,16 @@ def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
         if out.as_json:
             return
         out.close()
-        out.out.rule(f"$ {step.command}", align="left")
+        terminal = out.out.is_terminal
+        if terminal:
+            out.out.rule(f"$ {step.command}", align="left")
+        else:  # a rule would pad the line to the console's width
+            out.out.print(f"$ {step.command}", markup=False, soft_wrap=True)
         rendered = _DEMO_RENDERERS[type(step.result)](step.result)
         if isinstance(rendered, str):
-            out.out.print(rendered, markup=False)
+            out.out.print(rendered, markup=False, crop=terminal)
         else:
-            out.out.print(rendered)
+            out.out.print(rendered, crop=terminal)
         out.out.print(f"exit {step.exit_code}, {step.elapsed:.1f} s", style="dim")
 
     result = run_demo(
@@ -384,9 +388,16 @@ def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
         out.result(result, str)
         return 0
     out.out.print(f"The pre-upgrade flow ran in {result.elapsed:.1f} s.")
+    if result.as_built is not None:
+        out.out.print(
+            f"The sample cloud as built (before the flow) is in {result.as_built}:\n"
+            f"  novadb {result.database_options(result.as_built)} check",
+            markup=False,
+            soft_wrap=True,
+        )
     if result.kept:
         out.out.print(
-            f"The sample cloud is in {result.directory}; explore it with:\n"
+            f"The repaired cloud (after the flow) is in {result.directory}; explore it with:\n"
             f"  novadb {result.database_options()} check",
             markup=False,
             soft_wrap=True,
