@@ -184,3 +184,11 @@ def test_an_error_s_fix_carries_the_config_file(
 
     assert f"run `novadb --config-file {conf} sync` first" in err
     assert not missing.exists()
+
+
+def test_text_results_are_not_read_as_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    from novadb.cli.output import Output
+
+    Output(as_json=False).result("x", lambda _r: "[placement_database]/connection is not set")
+
+    assert capsys.readouterr().out == "[placement_database]/connection is not set\n"

@@ -54,4 +54,5 @@ class Output:
         if self.as_json:
             sys.stdout.write(render.to_json(result) + "\n")
         else:
-            self.out.print(table(result), crop=self.out.is_terminal)
+            # markup=False: a text result may hold "[placement_database]", never rich markup.
+            self.out.print(table(result), crop=self.out.is_terminal, markup=False)
