@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pymysql
 import pytest
+from novadb import config
 from sqlalchemy.engine import URL, make_url
 
 DEFAULT_MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/"
@@ -109,9 +110,33 @@ def mysql_db(mysql_dbs: Callable[[], str]) -> str:
     return mysql_dbs()
 
 
+# nova.conf of the fake /etc/nova that CLI tests run under: SQLite files named
+# relative to the working directory.
+SQLITE_NOVA_CONF = (
+    "[database]\nconnection = sqlite:///nova.sqlite\n"
+    "[api_database]\nconnection = sqlite:///nova_api.sqlite\n"
+    "[placement_database]\nconnection = sqlite:///placement.sqlite\n"
+)
+
+
 @pytest.fixture
-def sqlite_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty working directory, so the default ``sqlite:///nova.sqlite`` files land there."""
+def etc_nova(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake root for nova-manage's default files: ``etc/nova/nova.conf`` names SQLite files.
+
+    ``novadb`` run in-process with no --config-file reads it (as it would read
+    /etc/nova/nova.conf); returns ``etc/nova``.
+    """
+    root = tmp_path_factory.mktemp("root")
+    etc = root / "etc" / "nova"
+    etc.mkdir(parents=True)
+    (etc / "nova.conf").write_text(SQLITE_NOVA_CONF, encoding="utf-8")
+    monkeypatch.setattr(config, "NOVA_MANAGE_ROOT", root)
+    return etc
+
+
+@pytest.fixture
+def sqlite_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, etc_nova: Path) -> Path:
+    """An empty working directory where the fake /etc/nova/nova.conf's SQLite files land."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -106,6 +106,15 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(url.database)
 
 
+def same_database(a: str, b: str) -> bool:
+    """True when two URLs name the same database (SQLite: the same file)."""
+    ua, ub = parse_url(a), parse_url(b)
+    if is_sqlite(ua) and is_sqlite(ub):
+        pa, pb = sqlite_path(ua), sqlite_path(ub)
+        return pa is not None and pb is not None and pa.resolve() == pb.resolve()
+    return ua.render_as_string(hide_password=False) == ub.render_as_string(hide_password=False)
+
+
 def _on_mysql_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:

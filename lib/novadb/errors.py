@@ -15,6 +15,9 @@ EXIT_UNREACHABLE = 3  # cannot connect, credentials or privileges refused
 # for longer than the run's retry budget: nothing is lost or half-done, and
 # running the same command again finishes the job.  75 is sysexits' EX_TEMPFAIL.
 EXIT_DATABASE_FAULT = 75
+# Placement's own database is not configured ([placement_database]/connection
+# unset): the Placement operations cannot run.  78 is sysexits' EX_CONFIG.
+EXIT_PLACEMENT_NOT_CONFIGURED = 78
 EXIT_INTERRUPTED = 130
 # Another novadb run holds the database's lock; and (archive) a table failed.
 EXIT_LOCK_BUSY = 255
@@ -35,6 +38,26 @@ class NovaDbError(Exception):
 
 class ConfigError(NovaDbError):
     """The configuration (files, options, cell mappings) is unusable."""
+
+
+PLACEMENT_NOT_CONFIGURED = (
+    "[placement_database]/connection is not set; Placement checks need the Placement "
+    "service's database: pass --placement-database URL"
+)
+
+
+class PlacementNotConfigured(ConfigError):
+    """``[placement_database]/connection`` is absent, so Placement's database is unknown.
+
+    nova.conf's fallback to ``[api_database]`` is where Placement lived before it
+    left Nova; a Placement service of its own (the usual case) has its database
+    elsewhere, so novadb never guesses: it says what to pass.
+    """
+
+    exit_code = EXIT_PLACEMENT_NOT_CONFIGURED
+
+    def __init__(self, message: str = PLACEMENT_NOT_CONFIGURED) -> None:
+        super().__init__(message)
 
 
 class BadInput(NovaDbError):

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from novadb.cells import Cell, list_cells
 from novadb.config import Settings
-from novadb.connections import engine_for, is_sqlite, parse_url, sqlite_path
+from novadb.connections import engine_for, is_sqlite, parse_url, same_database, sqlite_path
 from novadb.errors import BadInput
 
 CHOICES = ("all", "api", "main", "placement")
@@ -29,17 +29,14 @@ class Target:
     cell: Cell | None = None
 
 
-def same_database(a: str, b: str) -> bool:
-    """True when two URLs name the same database (SQLite: the same file)."""
-    ua, ub = make_url(a), make_url(b)
-    if is_sqlite(ua) and is_sqlite(ub):
-        pa, pb = sqlite_path(ua), sqlite_path(ub)
-        return pa is not None and pb is not None and pa.resolve() == pb.resolve()
-    return ua.render_as_string(hide_password=False) == ub.render_as_string(hide_password=False)
-
-
 def api_exists(settings: Settings) -> bool:
-    """False only for a SQLite API database whose file is not there yet."""
+    """False for an API database that is not configured, or a SQLite file not there yet.
+
+    Without one, the cell operations work on ``[database]`` alone (as
+    ``--database URL version --database main`` asks).
+    """
+    if settings.api is None:
+        return False
     url = parse_url(settings.url("api"))
     path = sqlite_path(url) if is_sqlite(url) else None
     return path is None or path.exists()

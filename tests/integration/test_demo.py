@@ -39,7 +39,7 @@ def test_demo_runs_the_flow_and_keeps_the_cloud(
     directory = tmp_path / "cloud"
     assert main(["demo", "--dir", str(directory), "--keep", "--instances", "400"]) == 0
     out = capsys.readouterr().out
-    headers = re.findall(r"^\$ (novadb [^─\n]*?)\s*─", out, flags=re.M)
+    headers = re.findall(r"^\$ (novadb .*)$", out, flags=re.M)
     assert len(headers) == len(FLOW)
     for got, want in zip(headers, FLOW, strict=True):
         assert got.startswith(want)
@@ -48,17 +48,41 @@ def test_demo_runs_the_flow_and_keeps_the_cloud(
     # 409 conflicts, and after the flow check is clean.
     assert exits == ["2", "0", "0", "0", "0", "3", "0", "0"]
     assert "name-conflict" in out
-    last = out.strip().splitlines()[-1].strip()
+    lines = out.strip().splitlines()
+    assert lines[-4:-2] == [
+        f"The sample cloud as built (before the flow) is in {directory / 'as-built'}:",
+        f"  novadb --database sqlite:///{directory}/as-built/cell1.sqlite --api-database "
+        f"sqlite:///{directory}/as-built/nova_api.sqlite --placement-database "
+        f"sqlite:///{directory}/as-built/placement.sqlite check",
+    ]
+    assert lines[-2] == (
+        f"The repaired cloud (after the flow) is in {directory}; explore it with:"
+    )
+    last = lines[-1].strip()
     assert last.startswith("novadb --database sqlite:///") and last.endswith(" check")
-    assert sorted(p.name for p in directory.glob("*.sqlite")) == [
-        "cell0.sqlite", "cell1.sqlite", "nova_api.sqlite", "placement.sqlite",
-    ]  # fmt: skip
+    databases = ["cell0.sqlite", "cell1.sqlite", "nova_api.sqlite", "placement.sqlite"]
+    assert sorted(p.name for p in directory.glob("*.sqlite")) == databases
+    assert sorted(p.name for p in (directory / "as-built").glob("*.sqlite")) == databases
+    assert all(line == line.rstrip() for line in lines)  # not a terminal: no padding
 
     # The printed command works and finds the cloud clean.
     args = last.split()[1:]
     assert main([*args[:-1], "--json", "check"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [f for f in report["findings"] if f["severity"] != "info"] == []
+
+    # The cloud as built is the one the flow started from: check finds its blocker
+    # (pending online migrations) and the audit's 409 conflicts, and its cells are
+    # its own files, not the repaired cloud's.
+    as_built = lines[-3].split()[1:]
+    assert main([*as_built[:-1], "--json", "check"]) == 2
+    before = json.loads(capsys.readouterr().out)
+    assert {f["code"] for f in before["findings"] if f["severity"] == "blocker"} == {
+        "pending-online-migration"
+    }
+    assert "name-conflict" in {f["code"] for f in before["findings"]}
+    cells = [d["url"] for d in before["databases"] if d["name"].startswith("cell")]
+    assert cells and all(f"{directory}/as-built/" in url for url in cells)
 
     # A second demo into the same directory refuses instead of mixing clouds.
     assert main(["demo", "--dir", str(directory)]) == 2

@@ -352,5 +352,7 @@ def test_cli_all_cells_without_api_database_exits_4(
     assert (code, out) == (4, "")
     assert err == (
         "novadb: error: Unable to get cell list from API DB. Is it configured? "
-        f"(SQLite database {missing} does not exist; run `novadb sync` first or check the URL)\n"
+        f"(SQLite database {missing} does not exist; run `novadb --database "
+        f"{archived.settings.url('main')} --api-database sqlite:///{missing} sync` first or "
+        "check the URL)\n"
     )

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from novadb.config import Settings, load_settings
-from novadb.errors import BadInput, BlockerFound, SchemaError, UnknownRevision
+from novadb.errors import (
+    PLACEMENT_NOT_CONFIGURED,
+    BadInput,
+    BlockerFound,
+    PlacementNotConfigured,
+    SchemaError,
+    UnknownRevision,
+)
 from novadb.schema import revisions
 from novadb.schema.sync import sync, version
 
@@ -246,15 +253,27 @@ def test_placement_blockers_stop_everything_before_any_ddl(new_db: NewDb) -> Non
     assert _diff("placement", settings.url("placement")) == []
 
 
-def test_placement_sharing_the_api_database_is_skipped_or_refused(new_db: NewDb) -> None:
+def test_placement_without_its_database_is_skipped_or_refused(new_db: NewDb) -> None:
     api = new_db()
     settings = load_settings(database=new_db(), api_database=api)
     assert settings.placement_is_api
     result = sync(settings)
     placement = result.databases[-1]
-    assert placement.name == "placement" and placement.skipped
-    assert "falls back to the API database" in placement.skipped
-    with pytest.raises(BadInput, match=r"set \[placement_database\]/connection"):
+    assert (placement.name, placement.skipped) == ("placement", PLACEMENT_NOT_CONFIGURED)
+    with pytest.raises(PlacementNotConfigured):
+        sync(settings, "placement")
+
+
+def test_placement_named_as_the_api_database_is_skipped_or_refused(new_db: NewDb) -> None:
+    api = new_db()
+    settings = load_settings(database=new_db(), api_database=api, placement_database=api)
+    assert settings.placement_configured
+    placement = sync(settings).databases[-1]
+    assert placement.skipped == (
+        "Placement shares the API database; Placement 16's schema needs its own database"
+    )
+    assert _current(api) == API_CHAIN[-1]  # the API's history, not Placement's
+    with pytest.raises(BadInput, match=r"set \[placement_database\]/connection of its own$"):
         sync(settings, "placement")
 
 

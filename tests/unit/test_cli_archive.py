@@ -38,7 +38,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, template: Path) -> Path:
+def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, template: Path, etc_nova: Path) -> Path:
     """A working directory with synced, empty default databases."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NO_COLOR", raising=False)
@@ -320,9 +320,9 @@ def test_unreachable_api_database_exits_3(
     assert (code, out) == (3, "")
     assert only_error_line(err) == (
         "novadb: error: Failed to connect to API DB so aborting this archival attempt "
-        "(SQLite database missing.sqlite does not exist; run `novadb sync` first or check "
-        "the URL). Check [api_database]/connection (or --api-database) and run this command "
-        "again"
+        "(SQLite database missing.sqlite does not exist; run `novadb --api-database "
+        "sqlite:///missing.sqlite sync` first or check the URL). Check "
+        "[api_database]/connection (or --api-database) and run this command again"
     )
     assert count("nova.sqlite", "SELECT count(*) FROM instances") == 3
     assert not Path("missing.sqlite").exists()

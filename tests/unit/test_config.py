@@ -5,8 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from novadb.config import load_settings
-from novadb.errors import ConfigError
+from novadb.config import NO_CONFIGURATION, default_config_files, load_settings
+from novadb.errors import (
+    EXIT_PLACEMENT_NOT_CONFIGURED,
+    PLACEMENT_NOT_CONFIGURED,
+    ConfigError,
+    PlacementNotConfigured,
+)
 
 
 def write(path: Path, text: str) -> str:
@@ -23,23 +28,21 @@ def conf(tmp_path: Path, name: str, **sections: str) -> str:
 # -- defaults -----------------------------------------------------------------
 
 
-def test_nothing_given_means_sqlite_files_in_cwd() -> None:
+def test_nothing_given_is_no_database_at_all() -> None:
     settings = load_settings()
 
-    assert settings.url("main") == "sqlite:///nova.sqlite"
-    assert settings.url("api") == "sqlite:///nova_api.sqlite"
-    assert settings.url("placement") == "sqlite:///placement.sqlite"
-    assert settings.placement_is_api is False
+    assert (settings.main, settings.api, settings.placement) == (None, None, None)
     assert settings.sources == ()
 
 
-def test_cli_overrides_without_files_keep_other_defaults() -> None:
+def test_cli_overrides_without_files_set_only_what_they_name() -> None:
     settings = load_settings(database="mysql+pymysql://n:p@db/nova")
 
     assert settings.main == "mysql+pymysql://n:p@db/nova"
-    assert settings.api == "sqlite:///nova_api.sqlite"
-    assert settings.placement == "sqlite:///placement.sqlite"
-    assert settings.placement_is_api is False
+    assert settings.api is None
+    assert settings.placement is None
+    with pytest.raises(ConfigError, match=r"pass --api-database URL$"):
+        settings.url("api")
 
 
 # -- config files -------------------------------------------------------------
@@ -248,11 +251,13 @@ def test_config_dir_that_is_not_a_directory(tmp_path: Path) -> None:
         load_settings(config_dir=str(tmp_path / "absent"))
 
 
-def test_empty_config_dir_keeps_sqlite_defaults(tmp_path: Path) -> None:
+def test_empty_config_dir_sets_nothing(tmp_path: Path) -> None:
     settings = load_settings(config_dir=str(tmp_path))
 
-    assert settings.main == "sqlite:///nova.sqlite"
+    assert settings.main is None
     assert settings.sources == ()
+    with pytest.raises(ConfigError, match=r"^\[database\]/connection is not set; set it or pass "):
+        settings.url("main")
 
 
 # -- other options -------------------------------------------------------------
@@ -291,3 +296,137 @@ def test_option_set_in_section_and_default_with_same_value(tmp_path: Path) -> No
     )
 
     assert load_settings([path]).option("placement", "region_name") == "R1"
+
+
+# -- nova-manage's default files (a fake /etc/nova) ---------------------------------------
+
+
+def etc_nova(root: Path) -> Path:
+    etc = root / "etc" / "nova"
+    etc.mkdir(parents=True)
+    return etc
+
+
+def test_default_files_are_nova_conf_then_conf_d(tmp_path: Path) -> None:
+    etc = etc_nova(tmp_path)
+    conf(etc, "nova.conf", database="sqlite:///main.db", api_database="sqlite:///api.db")
+    (etc / "nova.conf.d").mkdir()
+    conf(etc / "nova.conf.d", "20-late.conf", database="sqlite:///late.db")
+    conf(etc / "nova.conf.d", "10-early.conf", database="sqlite:///early.db")
+    write(etc / "nova.conf.d" / "99-ignored.conf.bak", "[database]\nconnection = sqlite:///x\n")
+
+    assert default_config_files(tmp_path) == ([str(etc / "nova.conf")], str(etc / "nova.conf.d"))
+    settings = load_settings(defaults_root=tmp_path)
+
+    # nova.conf, then conf.d's *.conf sorted by name: the last one wins.
+    assert settings.main == "sqlite:///late.db"
+    assert settings.api == "sqlite:///api.db"
+    assert settings.sources == (
+        str(etc / "nova.conf"),
+        str(etc / "nova.conf.d" / "10-early.conf"),
+        str(etc / "nova.conf.d" / "20-late.conf"),
+    )
+
+
+def test_default_conf_d_alone_is_read(tmp_path: Path) -> None:
+    etc = etc_nova(tmp_path)
+    (etc / "nova.conf.d").mkdir()
+    conf(etc / "nova.conf.d", "db.conf", database="sqlite:///d.db")
+
+    assert default_config_files(tmp_path) == ([], str(etc / "nova.conf.d"))
+    assert load_settings(defaults_root=tmp_path).main == "sqlite:///d.db"
+
+
+def test_neither_default_present_is_the_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(defaults_root=tmp_path)
+
+    assert str(raised.value) == NO_CONFIGURATION
+    assert "\n" not in NO_CONFIGURATION
+    assert "--config-file" in NO_CONFIGURATION and "novadb demo" in NO_CONFIGURATION
+    assert raised.value.exit_code == 1
+
+
+def test_explicit_files_or_urls_skip_the_defaults(tmp_path: Path) -> None:
+    etc = etc_nova(tmp_path)
+    conf(etc, "nova.conf", database="sqlite:///default.db")
+    mine = conf(tmp_path, "mine.conf", database="sqlite:///mine.db")
+
+    assert load_settings([mine], defaults_root=tmp_path).main == "sqlite:///mine.db"
+    by_url = load_settings(api_database="sqlite:///a.db", defaults_root=tmp_path)
+    assert (by_url.main, by_url.sources) == (None, ())
+
+
+# -- where configparser and oslo.config could differ -----------------------------------------
+
+
+def test_percent_in_a_password_is_literal(tmp_path: Path) -> None:
+    # oslo.config's ini parser has no %-interpolation; configparser's default would fail.
+    url = "mysql+pymysql://nova:50%off%(x)s@db/nova"
+    path = write(tmp_path / "nova.conf", f"[database]\nconnection = {url}\n")
+
+    assert load_settings([path]).main == url
+
+
+def test_duplicate_sections_merge_and_the_last_value_wins(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "nova.conf",
+        "[api_database]\nconnection = sqlite:///first.db\n"
+        "[database]\nconnection = sqlite:///main.db\n"
+        "[api_database]\nconnection = sqlite:///second.db\n",
+    )
+
+    settings = load_settings([path])
+
+    assert (settings.main, settings.api) == ("sqlite:///main.db", "sqlite:///second.db")
+
+
+def test_a_section_spread_over_files_is_merged(tmp_path: Path) -> None:
+    first = write(tmp_path / "a.conf", "[placement_database]\nconnection = sqlite:///p.db\n")
+    second = write(tmp_path / "b.conf", "[placement_database]\nmax_retries = 3\n")
+
+    settings = load_settings([first, second])
+
+    assert settings.placement == "sqlite:///p.db"
+    assert settings.option("placement_database", "max_retries") == "3"
+
+
+# -- Placement's database: configured, shared on purpose, or only the fallback -------------
+
+
+def test_placement_fallback_is_not_configured() -> None:
+    settings = load_settings(database="sqlite:///m.db", api_database="sqlite:///a.db")
+
+    assert settings.placement_is_api and not settings.placement_configured
+    assert settings.placement_shares_api()
+    with pytest.raises(PlacementNotConfigured) as raised:
+        settings.placement_url()
+    assert str(raised.value) == PLACEMENT_NOT_CONFIGURED
+    assert raised.value.exit_code == EXIT_PLACEMENT_NOT_CONFIGURED == 78
+
+
+@pytest.mark.parametrize("via", ["option", "file"])
+def test_placement_named_as_the_api_database_is_configured_and_shared(
+    tmp_path: Path, via: str
+) -> None:
+    api = "mysql+pymysql://nova:pw@db/nova_api"
+    if via == "option":
+        settings = load_settings(api_database=api, placement_database=api)
+    else:
+        path = conf(tmp_path, "nova.conf", api_database=api, placement_database=api)
+        settings = load_settings([path])
+
+    assert settings.placement_configured and not settings.placement_is_api
+    assert settings.placement_shares_api()
+    assert settings.placement_url() == api
+
+
+def test_placement_of_its_own_is_configured_and_not_shared() -> None:
+    settings = load_settings(
+        api_database="sqlite:///a.db", placement_database="sqlite:///./sub/../p.db"
+    )
+
+    assert settings.placement_configured and not settings.placement_shares_api()
+    assert load_settings(
+        api_database="sqlite:///a.db", placement_database="sqlite:///./sub/../a.db"
+    ).placement_shares_api()

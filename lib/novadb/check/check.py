@@ -81,7 +81,13 @@ from novadb.check.dialect import catalogue, read_only, storage_problems
 from novadb.check.mappings import CellLink, instances_without_mapping, mappings_without_cell
 from novadb.config import Settings
 from novadb.connections import engine_for, mask
-from novadb.errors import DatabaseUnreachable, NovaDbError, SchemaError, UnknownRevision
+from novadb.errors import (
+    PLACEMENT_NOT_CONFIGURED,
+    DatabaseUnreachable,
+    NovaDbError,
+    SchemaError,
+    UnknownRevision,
+)
 from novadb.findings import BLOCKER, EXIT_CODES, INFO, WARNING, Finding
 from novadb.online.pending import pending
 from novadb.online.registry import MIGRATIONS
@@ -90,7 +96,7 @@ from novadb.schema import revisions
 from novadb.schema.blockers import find_blockers
 from novadb.schema.releases import FIRST_RELEASE, RELEASES, revisions_in
 from novadb.schema.sync import _inspect, _release_of, _todo  # sync's own reading of a schema
-from novadb.targets import Target, main_targets, plan, same_database
+from novadb.targets import Target, main_targets, plan
 
 __all__ = ["CheckResult", "DatabaseFacts", "Finding", "PlacementAudit", "check"]
 
@@ -158,13 +164,8 @@ def check(
         targets = _targets(settings, findings)
         _report(progress, findings)  # the API database, when it cannot be read
         for target in targets:
-            if target.environment == "placement" and _shared_placement(settings, target):
-                findings.append(Finding(
-                    target.name, INFO, "placement-not-checked",
-                    "Placement's URL falls back to the API database's; Placement was not "
-                    "checked", 0, "set [placement_database]/connection (or pass "
-                    "--placement-database URL)",
-                ))  # fmt: skip
+            if target.environment == "placement" and settings.placement_shares_api():
+                findings.append(_placement_not_checked(settings))
                 continue
             progress(Event("check", "database", f"{target.name} ({mask(target.url)})",
                            {"database": target.name}))  # fmt: skip
@@ -180,7 +181,7 @@ def check(
     # The audit reads the cells through the API database: without it, it would only
     # repeat the API's blocker under Placement's name.
     api_down = any(f.database == "api" and f.code in _UNUSABLE for f in findings)
-    if placement is not None and not api_down:
+    if placement is not None and not api_down and settings.placement_configured:
         audited = _placement_audit(placement, settings)
         _report(progress, audited)
         findings += audited
@@ -257,11 +258,20 @@ def _targets(settings: Settings, findings: list[Finding]) -> list[Target]:
     return targets
 
 
-def _shared_placement(settings: Settings, target: Target) -> bool:
-    """Placement's URL is the API database's (as ``sync`` and ``version`` skip it)."""
-    return settings.placement_is_api or (
-        settings.api is not None and same_database(target.url, settings.api)
-    )
+def _placement_not_checked(settings: Settings) -> Finding:
+    """The one INFO finding when Placement's schema is not checked (as ``sync`` skips it).
+
+    Without ``[placement_database]`` this is the only word about Placement: its
+    audit is skipped too (it would fail on the API database, with a fix that
+    fails).  Shared on purpose, the schema is not Placement's to check here, but
+    the audit still runs on the tables the operator pointed at.
+    """
+    if not settings.placement_configured:
+        return Finding("placement", INFO, "placement-not-checked", PLACEMENT_NOT_CONFIGURED,
+                       0, "pass --placement-database URL")  # fmt: skip
+    return Finding("placement", INFO, "placement-not-checked",
+                   "Placement shares the API database; its schema was not checked", 0,
+                   "set [placement_database]/connection to a database of its own")  # fmt: skip
 
 
 def _placement_audit(audit: PlacementAudit, settings: Settings) -> list[Finding]:

@@ -12,6 +12,7 @@ Errors are one line on stderr and a documented exit code (see README).  With
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -19,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from novadb import dberrors
+from novadb import config, dberrors
 from novadb.archive.archive import ArchiveOptions, ArchiveResult, archive
 from novadb.archive.purge import PurgeOptions, PurgeResult, purge
 from novadb.check.check import CheckResult, check
@@ -28,6 +29,7 @@ from novadb.cli import placement as cli_placement
 from novadb.cli.output import Output
 from novadb.cli.progress import stop_on_ctrl_c
 from novadb.config import Settings, load_settings
+from novadb.connections import mask
 from novadb.errors import (
     EXIT_DATABASE_FAULT,
     EXIT_INTERRUPTED,
@@ -288,6 +290,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         database=args.database,
         api_database=args.api_database,
         placement_database=args.placement_database,
+        defaults_root=config.NOVA_MANAGE_ROOT,
     )
 
 
@@ -342,7 +345,7 @@ def _cmd_null_uuid(args: argparse.Namespace, out: Output) -> int:
 def _cmd_check(args: argparse.Namespace, out: Output) -> int:
     placement = None if args.no_placement else placement_findings
     result = check(_settings(args), progress=out.progress, placement=placement)
-    out.result(result, render.check_table)
+    out.result(result, lambda r: render.check_table(r, out.options))
     return result.exit_code
 
 
@@ -365,12 +368,16 @@ def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
         if out.as_json:
             return
         out.close()
-        out.out.rule(f"$ {step.command}", align="left")
+        terminal = out.out.is_terminal
+        if terminal:
+            out.out.rule(f"$ {step.command}", align="left")
+        else:  # a rule would pad the line to the console's width
+            out.out.print(f"$ {step.command}", markup=False, soft_wrap=True)
         rendered = _DEMO_RENDERERS[type(step.result)](step.result)
         if isinstance(rendered, str):
-            out.out.print(rendered, markup=False)
+            out.out.print(rendered, markup=False, crop=terminal)
         else:
-            out.out.print(rendered)
+            out.out.print(rendered, crop=terminal)
         out.out.print(f"exit {step.exit_code}, {step.elapsed:.1f} s", style="dim")
 
     result = run_demo(
@@ -381,9 +388,16 @@ def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
         out.result(result, str)
         return 0
     out.out.print(f"The pre-upgrade flow ran in {result.elapsed:.1f} s.")
+    if result.as_built is not None:
+        out.out.print(
+            f"The sample cloud as built (before the flow) is in {result.as_built}:\n"
+            f"  novadb {result.database_options(result.as_built)} check",
+            markup=False,
+            soft_wrap=True,
+        )
     if result.kept:
         out.out.print(
-            f"The sample cloud is in {result.directory}; explore it with:\n"
+            f"The repaired cloud (after the flow) is in {result.directory}; explore it with:\n"
             f"  novadb {result.database_options()} check",
             markup=False,
             soft_wrap=True,
@@ -518,15 +532,29 @@ def _with_settings(command: cli_placement.Command) -> Callable[[argparse.Namespa
 COMMANDS.update({name: _with_settings(cmd) for name, cmd in cli_placement.COMMANDS.items()})
 
 
+def global_options(args: argparse.Namespace) -> str:
+    """The global options the operator gave, as they would retype them, URLs masked."""
+    words: list[str] = []
+    for path in args.config_file:
+        words += ["--config-file", path]
+    if args.config_dir is not None:
+        words += ["--config-dir", args.config_dir]
+    for flag, url in (("--database", args.database), ("--api-database", args.api_database),
+                      ("--placement-database", args.placement_database)):  # fmt: skip
+        if url is not None:
+            words += [flag, mask(url)]
+    return shlex.join(words)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``novadb`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    out = Output(args.json)
+    out = Output(args.json, global_options(args))
     try:
         return COMMANDS[args.operation](args, out)
     except NovaDbError as exc:
         out.close()
-        sys.stderr.write(f"novadb: error: {exc}\n")
+        sys.stderr.write(f"novadb: error: {render.with_options(str(exc), out.options)}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         out.close()

@@ -22,11 +22,14 @@ from novadb.render import operations as render
 class Output:
     """Where results and progress go: tables or JSON on stdout, progress on stderr."""
 
-    def __init__(self, as_json: bool) -> None:
+    def __init__(self, as_json: bool, options: str = "") -> None:
         self.as_json = as_json
+        # The global options the operator gave, masked: repeated in fix commands.
+        self.options = options
         no_color = bool(os.environ.get("NO_COLOR"))
         # Not a terminal: a fixed width, wide enough that scripts see nova-manage's lines
-        # unwrapped whatever COLUMNS says.
+        # unwrapped whatever COLUMNS says; results are printed uncropped and unpadded
+        # there (see novadb.render.records).
         wide = None if sys.stdout.isatty() else 200
         self.out = Console(no_color=no_color, highlight=False, width=wide)
         self.err = Console(stderr=True, no_color=no_color, highlight=False)
@@ -51,4 +54,5 @@ class Output:
         if self.as_json:
             sys.stdout.write(render.to_json(result) + "\n")
         else:
-            self.out.print(table(result))
+            # markup=False: a text result may hold "[placement_database]", never rich markup.
+            self.out.print(table(result), crop=self.out.is_terminal, markup=False)

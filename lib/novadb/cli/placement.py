@@ -115,7 +115,7 @@ def _audit(args: argparse.Namespace, out: Output, settings: Settings) -> int:
         resource_provider=args.resource_provider,
         progress=out.progress,
     )
-    out.result(result, render_placement.audit_table)
+    out.result(result, lambda r: render_placement.audit_table(r, out.options))
     return result.exit_code
 
 

@@ -22,7 +22,13 @@ from novadb.batching import Adaptation, Faults, GaveUp, StopWhen
 from novadb.cells import list_cells
 from novadb.config import Settings
 from novadb.connections import create_engine
-from novadb.errors import AccessDenied, BadInput, DatabaseFault, NovaDbError
+from novadb.errors import (
+    PLACEMENT_NOT_CONFIGURED,
+    AccessDenied,
+    BadInput,
+    DatabaseFault,
+    NovaDbError,
+)
 from novadb.fanout import cell_targets
 from novadb.locking import DEFAULT_TIMEOUT, HeldLock, database_lock
 from novadb.online.base import Context, Migration, Unmigratable
@@ -31,8 +37,8 @@ from novadb.progress import Event, Progress, ignore
 
 DATABASES = ("all", "main", "api", "placement")
 SHARED_PLACEMENT = (
-    "Placement shares the API database's URL; skipping its migrations "
-    "(set [placement_database]/connection, or run with --database placement)"
+    "Placement shares the API database; skipping Placement's migrations (Placement "
+    "needs a database of its own: set [placement_database]/connection)"
 )
 
 
@@ -95,6 +101,27 @@ def validate(max_count: int | None, batch_size: int, database: str) -> None:
         raise BadInput(f"--database must be one of {', '.join(DATABASES)}", exit_code=127)
 
 
+def _placement_engine(
+    settings: Settings, database: str, engine: Callable[[str], Engine], progress: Progress
+) -> Engine | None:
+    """Placement's engine, or None (with a warning) when it has no database of its own.
+
+    Placement's migrations never run on the API database (``sync`` skips it
+    there too); asked for Placement alone, that is an error, not a no-op.
+    """
+    if not settings.placement_shares_api():
+        return engine(settings.placement_url())
+    if database == "placement":
+        settings.placement_url()  # PlacementNotConfigured when it is only the fallback
+        raise BadInput(
+            "Placement shares the API database; its migrations need a database of its "
+            "own: set [placement_database]/connection"
+        )
+    message = SHARED_PLACEMENT if settings.placement_configured else PLACEMENT_NOT_CONFIGURED
+    progress(Event("online-migrate", "warning", message))
+    return None
+
+
 def online_migrate(
     settings: Settings,
     *,
@@ -121,10 +148,7 @@ def online_migrate(
         api = engine(settings.url("api")) if database in ("all", "main", "api") else None
         placement = None
         if database in ("all", "placement"):
-            if settings.placement_is_api and database == "all":
-                progress(Event("online-migrate", "warning", SHARED_PLACEMENT))
-            else:
-                placement = engine(settings.url("placement"))
+            placement = _placement_engine(settings, database, engine, progress)
         cells = cell_targets(settings, api, all_cells=all_cells) if api is not None else []
         cell_engines = [(c.name, c.identity, engine(c.url)) for c in cells]
         mapped = _mapped_cells(settings, api, engine, progress) if api is not None else []

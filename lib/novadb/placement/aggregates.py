@@ -154,7 +154,7 @@ def sync_aggregates(
                 node_of[host] = nodes[0]
     wanted = sorted({(a, h) for a, hs in members.items() for h in hs if h in node_of})
     with (
-        engine_for(settings.url("placement")) as engine,
+        engine_for(settings.placement_url()) as engine,
         writer_lock(engine, held=lock_held or dry_run),
     ):
         tables = PlacementTables(engine)

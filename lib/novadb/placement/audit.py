@@ -386,7 +386,7 @@ def placement_audit(
     progress(Event("placement-audit", "step", f"reading {len(cells)} cell(s)"))
     facts = read_cloud(cells)
     building = _building(settings)
-    with engine_for(settings.url("placement")) as engine:
+    with engine_for(settings.placement_url()) as engine:
         tables = PlacementTables(engine)
         with engine.connect() as conn:
             view = _read_placement(conn, tables)

@@ -627,7 +627,7 @@ def heal_allocations(
     cells = _cells(settings, options)
     run = _Run(options, progress, stop=stop)
     with (
-        engine_for(settings.url("placement")) as placement,
+        engine_for(settings.placement_url()) as placement,
         writer_lock(placement, held=lock_held or options.dry_run),
     ):
         tables = PlacementTables(placement)

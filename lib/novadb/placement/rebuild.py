@@ -133,10 +133,9 @@ def default_backup_path() -> str:
 
 def _check_separate(settings: Settings, cells: list[Cell]) -> None:
     """Never drop tables in a database that is also the API or a cell database."""
-    url = settings.url("placement")
-    others = [settings.url("api")] if api_exists(settings) else []
-    others += [c.url for c in cells]
-    if settings.placement_is_api or any(same_database(url, o) for o in others):
+    url = settings.placement_url()
+    others = [c.url for c in cells]
+    if settings.placement_shares_api() or any(same_database(url, o) for o in others):
         raise BadInput(
             "the Placement database is also a Nova database; rebuild-placement drops "
             "Placement's tables, so it needs [placement_database]/connection of its own"
@@ -300,7 +299,7 @@ def rebuild_placement(
     if not dry_run and Path(path).exists():
         raise BadInput(f"backup file {path} already exists; pass --backup with a new file name")
     cloud = _read_cloud(cells)
-    with engine_for(settings.url("placement")) as engine, writer_lock(engine):
+    with engine_for(settings.placement_url()) as engine, writer_lock(engine):
         tables = PlacementTables(engine)
         with engine.connect() as conn:
             reasons = _reasons(conn, tables, cloud)
@@ -383,5 +382,5 @@ def rebuild_placement(
 def restore(settings: Settings, path: str, *, progress: Progress = ignore) -> RestoreResult:
     """``rebuild-placement --restore FILE``: put a backup back exactly, under the rebuild lock."""
     _check_separate(settings, cells_for_placement(settings))
-    with engine_for(settings.url("placement"), create=True) as engine, writer_lock(engine):
+    with engine_for(settings.placement_url(), create=True) as engine, writer_lock(engine):
         return restore_placement(engine, path, progress=progress)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any
 
 from rich.console import Console, Group
 from rich.padding import Padding
-from rich.table import Table
 from rich.text import Text
 
 from novadb.archive.archive import ArchiveResult
@@ -20,8 +20,24 @@ from novadb.archive.purge import PurgeResult
 from novadb.check.check import CheckResult
 from novadb.online.runner import OnlineResult
 from novadb.progress import Event
+from novadb.render.records import Records
 from novadb.schema.null_uuid import NullUuidResult
 from novadb.schema.sync import SyncResult, VersionResult
+
+_COMMAND = re.compile(r"(^|`)novadb (?=[a-z])")
+
+
+def with_options(text: str, options: str) -> str:
+    """``text`` (a fix, an error's advice) with ``options`` after each ``novadb`` command.
+
+    A command is ``novadb`` at the start of the text or after a backtick, so
+    "another novadb archive is running" stays as it is.  ``options`` are the
+    global options the operator gave (``--config-file ...``, masked URLs), so a
+    fix line can be pasted back as it stands.
+    """
+    if not options:
+        return text
+    return _COMMAND.sub(lambda m: f"{m.group(1)}novadb {options} ", text)
 
 
 def to_json(result: Any) -> str:
@@ -29,36 +45,43 @@ def to_json(result: Any) -> str:
     return json.dumps(dataclasses.asdict(result), indent=2, sort_keys=False, default=str)
 
 
-def sync_table(result: SyncResult) -> Table:
+def sync_table(result: SyncResult) -> Records:
     """One row per database: before, after, revisions applied."""
-    table = Table(title="sync")
-    for column in ("Database", "URL", "Before", "After", "Applied"):
-        table.add_column(column)
+    rows = []
     for d in result.databases:
         applied = d.skipped and f"skipped: {d.skipped}" or (", ".join(d.applied) or "-")
-        table.add_row(d.name, d.url, d.before or "-", d.after or "-", applied)
-    return table
+        rows.append((d.name, d.url, d.before or "-", d.after or "-", applied))
+    return Records(
+        "sync", ("Database", "URL", "Before", "After", "Applied"), rows, "No database to sync."
+    )
 
 
-def version_table(result: VersionResult) -> Table:
+def version_table(result: VersionResult) -> Records:
     """One row per database: current, head, pending, newest release satisfied."""
-    table = Table(title="version")
-    for column in ("Database", "URL", "Current", "Head", "Pending", "Release"):
-        table.add_column(column)
-    for d in result.databases:
-        table.add_row(d.name, d.url, d.current or "-", d.head, str(d.pending), d.release or "-")
-    return table
+    rows = [
+        (d.name, d.url, d.current or "-", d.head, str(d.pending), d.release or "-")
+        for d in result.databases
+    ]
+    columns = ("Database", "URL", "Current", "Head", "Pending", "Release")
+    return Records("version", columns, rows, "No database.", right=frozenset({"Pending"}))
 
 
-def null_uuid_table(result: NullUuidResult) -> Table:
-    """Rows with a NULL instance uuid, per database and table."""
-    table = Table(title="rows deleted" if result.deleted else "rows with NULL instance uuid")
-    for column in ("Database", "Table", "Rows"):
-        table.add_column(column)
-    for d in result.databases:
-        for name, count in sorted(d.rows.items()):
-            table.add_row(d.name, name, str(count))
-    return table
+def null_uuid_table(result: NullUuidResult) -> Records:
+    """Rows with a NULL instance uuid, per database and table; a sentence when there are none."""
+    rows = [
+        (d.name, name, str(count))
+        for d in result.databases
+        for name, count in sorted(d.rows.items())
+        if count or result.deleted
+    ]
+    checked = len(result.databases)
+    return Records(
+        "rows deleted" if result.deleted else "rows with NULL instance uuid",
+        ("Database", "Table", "Rows"),
+        rows,
+        f"No rows with a NULL instance uuid in {checked} database{'s' if checked != 1 else ''}.",
+        right=frozenset({"Rows"}),
+    )
 
 
 def ascii_table(
@@ -159,11 +182,12 @@ _SEVERITY_ORDER = {"blocker": 0, "warning": 1, "info": 2}
 _SEVERITY_STYLE = {"blocker": "bold red", "warning": "yellow", "info": "dim"}
 
 
-def check_table(result: CheckResult) -> Group:
+def check_table(result: CheckResult, options: str = "") -> Group:
     """Findings, worst first: what and where, why in a sentence, and the command that fixes it.
 
     A block per finding rather than a table: summaries and fixes are
     sentences and commands, which a table column would wrap unreadably.
+    Fix commands carry ``options`` (see :func:`with_options`).
     """
     parts: list[Text | Padding] = []
     for f in sorted(result.findings, key=lambda f: _SEVERITY_ORDER[f.severity]):
@@ -172,8 +196,8 @@ def check_table(result: CheckResult) -> Group:
         head.append(f" {f.database}: {f.code}{subject}, {f.count}")
         parts += [
             head,
-            Padding(Text(f.summary), (0, 0, 0, 9)),
-            Padding(Text(f"fix: {f.fix}"), (0, 0, 0, 9)),
+            Padding(Text(f.summary), (0, 0, 0, 9), expand=False),
+            Padding(Text(f"fix: {with_options(f.fix, options)}"), (0, 0, 0, 9), expand=False),
         ]
     verdict = {0: "nothing will bite", 1: "warnings to clean up", 2: "blockers: fix them first"}
     parts.append(

@@ -6,7 +6,6 @@ import json
 
 from rich.console import Group
 from rich.padding import Padding
-from rich.table import Table
 from rich.text import Text
 
 from novadb.placement.aggregates import AggregatesResult
@@ -14,12 +13,17 @@ from novadb.placement.audit import AuditFinding, AuditResult
 from novadb.placement.backup.database import RestoreResult
 from novadb.placement.heal import HealResult, NotHealed
 from novadb.placement.rebuild import RebuildResult
+from novadb.render.operations import with_options
+from novadb.render.records import Records
 
 SHOWN = 20  # per list; the rest is counted, --json has everything
 
 
-def audit_table(result: AuditResult) -> Group:
-    """Findings grouped by kind: the fix once per kind, then one line per finding."""
+def audit_table(result: AuditResult, options: str = "") -> Group:
+    """Findings grouped by kind: the fix once per kind, then one line per finding.
+
+    Fix commands carry the operator's global ``options`` (``with_options``).
+    """
     parts: list[Text | Padding] = []
     if not result.findings:
         parts.append(
@@ -33,12 +37,16 @@ def audit_table(result: AuditResult) -> Group:
     for f in result.findings:
         by_kind.setdefault(f.kind, []).append(f)
     for kind, found in by_kind.items():
-        parts.append(Text(f"{kind}: {len(found)}, fix: {found[0].fix}", style="bold"))
+        fix = with_options(found[0].fix, options)
+        parts.append(Text(f"{kind}: {len(found)}, fix: {fix}", style="bold"))
         for f in found[:SHOWN]:
-            parts.append(Padding(Text(f"{f.name or f.provider}: {f.detail}"), (0, 0, 0, 2)))
+            line = Text(f"{f.name or f.provider}: {f.detail}")
+            parts.append(Padding(line, (0, 0, 0, 2), expand=False))
         if len(found) > SHOWN:
             parts.append(
-                Padding(Text(f"... and {len(found) - SHOWN} more (--json)"), (0, 0, 0, 2))
+                Padding(
+                    Text(f"... and {len(found) - SHOWN} more (--json)"), (0, 0, 0, 2), expand=False
+                )
             )
     summary = ", ".join(f"{len(v)} {k}" for k, v in by_kind.items())
     if result.deleted_consumers:
@@ -76,10 +84,8 @@ def heal_table(result: HealResult) -> Group:
         lines.append(item.reason)
     if len(result.skipped) > SHOWN:
         lines.append(f"... and {len(result.skipped) - SHOWN} more skipped")
-    table = Table(title="heal-allocations" + (" (dry run)" if result.dry_run else ""))
-    for column in ("Healed", "Up to date", "Skipped", "Failed", "Cells", "Seconds"):
-        table.add_column(column, justify="right")
-    table.add_row(
+    columns = ("Healed", "Up to date", "Skipped", "Failed", "Cells", "Seconds")
+    row = (
         str(result.processed),
         str(result.up_to_date),
         str(len(result.skipped)),
@@ -87,6 +93,8 @@ def heal_table(result: HealResult) -> Group:
         str(result.cells),
         f"{result.elapsed:.1f}",
     )
+    title = "heal-allocations" + (" (dry run)" if result.dry_run else "")
+    table = Records(title, columns, [row], right=frozenset(columns))
     tail = "Max count reached. " if result.max_count_reached else ""
     if result.stopped:
         tail = "Stopped (Ctrl-C) after the batch in progress. "
@@ -116,12 +124,12 @@ def _grouped(failed: list[NotHealed]) -> list[str]:
 
 def aggregates_table(result: AggregatesResult) -> Group:
     """Memberships added, then nova-manage's messages for hosts it could not resolve."""
-    table = Table(title="sync-aggregates" + (" (dry run)" if result.dry_run else ""))
-    for column in ("Aggregate", "Host", "Provider"):
-        table.add_column(column)
-    for agg, host, provider in result.added[:SHOWN]:
-        table.add_row(agg, host, provider)
-    parts: list[Table | Text] = [table] if result.added else []
+    table = Records(
+        "sync-aggregates" + (" (dry run)" if result.dry_run else ""),
+        ("Aggregate", "Host", "Provider"),
+        [tuple(added) for added in result.added[:SHOWN]],
+    )
+    parts: list[Records | Text] = [table] if result.added else []
     verb = "would add" if result.dry_run else "added"
     parts.append(
         Text(
@@ -161,12 +169,12 @@ def aggregates_table(result: AggregatesResult) -> Group:
 
 def rebuild_table(result: RebuildResult) -> Group:
     """One row per step: number, name, what it did (or would do)."""
-    table = Table(title="rebuild-placement" + (" (dry run)" if result.dry_run else ""))
-    for column in ("Step", "Name", "Result"):
-        table.add_column(column, overflow="fold")
-    for s in result.steps:
-        table.add_row(f"{s.number}/7", s.name, s.summary)
-    parts: list[Table | Text | Group] = [table]
+    table = Records(
+        "rebuild-placement" + (" (dry run)" if result.dry_run else ""),
+        ("Step", "Name", "Result"),
+        [(f"{s.number}/7", s.name, s.summary) for s in result.steps],
+    )
+    parts: list[Records | Text | Group] = [table]
     if result.audit is not None and result.audit.findings:
         parts.append(audit_table(result.audit))
     if result.heal is not None and result.heal.failed:

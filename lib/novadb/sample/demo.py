@@ -12,6 +12,10 @@ Then it runs what an operator runs before an upgrade, each step a real
 novadb operation: check -> sync -> online-migrate -> archive
 --until-complete -> purge --all -> placement-audit -> rebuild-placement ->
 check.  Each step's result goes to ``on_step`` as it finishes.
+
+With ``keep``, the cloud as built (before the flow) is copied to
+``as-built/`` beside it first, its cell mappings pointing at its own cell
+files, so both the broken cloud and the repaired one are there to explore.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from novadb.schema.sync import sync
 
 START_RELEASE = "2025.1"
 DEFAULT_INSTANCES = 2000
+AS_BUILT = "as-built"
 
 
 @dataclass(frozen=True)
@@ -69,10 +74,11 @@ class DemoResult:
     kept: bool
     steps: list[DemoStep] = field(default_factory=list)
     elapsed: float = 0.0
+    as_built: str | None = None  # the cloud before the flow (with keep)
 
-    def database_options(self) -> str:
-        """The global options that point novadb at the demo's databases."""
-        d = self.directory
+    def database_options(self, directory: str | None = None) -> str:
+        """The global options that point novadb at the demo's databases (or ``directory``'s)."""
+        d = directory or self.directory
         return (
             f"--database sqlite:///{d}/cell1.sqlite --api-database sqlite:///{d}/nova_api.sqlite "
             f"--placement-database sqlite:///{d}/placement.sqlite"
@@ -145,6 +151,30 @@ def build_cloud(path: Path, instances: int, progress: Progress, seed: int = 7) -
     return settings
 
 
+def keep_as_built(path: Path) -> Path:
+    """Copy the cloud in ``path`` to ``path/as-built``, its cell mappings repointed there.
+
+    The copy is a cloud of its own: its API database maps cell0 and cell1 to
+    the copied files, so novadb run on it never touches the repaired cloud.
+    """
+    target = path / AS_BUILT
+    target.mkdir()
+    for source in sorted(path.glob("*.sqlite")):
+        shutil.copy2(source, target / source.name)
+    with engine_for(f"sqlite:///{target / 'nova_api.sqlite'}") as engine, engine.begin() as conn:
+        mappings = sa.Table("cell_mappings", sa.MetaData(), autoload_with=conn)
+        for row in conn.execute(sa.select(mappings.c.id, mappings.c.database_connection)):
+            url = str(row.database_connection)
+            moved = url.replace(f"sqlite:///{path}/", f"sqlite:///{target}/", 1)
+            if moved != url:
+                conn.execute(
+                    sa.update(mappings)
+                    .where(mappings.c.id == row.id)
+                    .values(database_connection=moved)
+                )
+    return target
+
+
 def run_demo(
     directory: str | None = None,
     *,
@@ -156,7 +186,7 @@ def run_demo(
     """Build the sample cloud in ``directory`` (default: a new temporary one) and run the flow.
 
     Without ``keep`` the directory is removed at the end, unless the caller
-    named it.
+    named it; with ``keep`` the cloud as built is kept too (:func:`keep_as_built`).
     """
     started = time.monotonic()
     named = directory is not None
@@ -168,8 +198,11 @@ def run_demo(
             f"{path} already holds SQLite databases; give the demo a new or empty --dir"
         )
     steps: list[DemoStep] = []
+    as_built = None
     try:
         settings = build_cloud(path, instances, progress)
+        if keep:
+            as_built = str(keep_as_built(path))
         backup = str(path / "placement-backup.json.gz")
         flow: list[tuple[str, Callable[[], Any]]] = [
             ("novadb check", lambda: check(settings, progress=progress,
@@ -200,7 +233,7 @@ def run_demo(
     finally:
         if not keep and not named:
             shutil.rmtree(path, ignore_errors=True)
-    return DemoResult(str(path), keep or named, steps, time.monotonic() - started)
+    return DemoResult(str(path), keep or named, steps, time.monotonic() - started, as_built)
 
 
 def _exit_code(result: Any) -> int:

@@ -19,13 +19,20 @@ from sqlalchemy.engine import Connection, Engine
 
 from novadb.config import Settings
 from novadb.connections import create_engine, engine_for, mask, parse_url
-from novadb.errors import BadInput, BlockerFound, DatabaseUnreachable, SchemaError, UnknownRevision
+from novadb.errors import (
+    PLACEMENT_NOT_CONFIGURED,
+    BadInput,
+    BlockerFound,
+    DatabaseUnreachable,
+    SchemaError,
+    UnknownRevision,
+)
 from novadb.locking import database_lock
 from novadb.progress import Event, Progress, ignore
 from novadb.schema import revisions
 from novadb.schema.blockers import Finding, find_blockers
 from novadb.schema.releases import RELEASES, release_index, release_label, revisions_in
-from novadb.targets import Target, plan, same_database
+from novadb.targets import Target, plan
 
 # sqlalchemy-migrate versions whose schema equals our initial revision
 # (Nova's squashed 402_train / 067_train plus their no-op placeholders).
@@ -162,7 +169,8 @@ def _plan_all(
         reason = _shared_placement(settings, target)
         if reason is not None:
             if database == "placement":
-                raise BadInput(f"{reason}: set [placement_database]/connection")
+                settings.placement_url()  # PlacementNotConfigured when it is only the fallback
+                raise BadInput(f"{reason}: set [placement_database]/connection of its own")
             plans.append(_Plan(target, None, None, None, goal, skipped=reason))
             continue
         plans.append(_Plan(target, create_engine(target.url, create=create), None, None, goal))
@@ -171,14 +179,11 @@ def _plan_all(
 
 def _shared_placement(settings: Settings, target: Target) -> str | None:
     """Why Placement cannot be migrated here (it shares the API database), or None."""
-    if target.environment == "placement" and (
-        settings.placement_is_api or same_database(target.url, settings.url("api"))
-    ):
-        return (
-            "placement falls back to the API database ([placement_database]/connection "
-            "is not set); Placement 16 needs its own database"
-        )
-    return None
+    if target.environment != "placement" or not settings.placement_shares_api():
+        return None
+    if not settings.placement_configured:
+        return PLACEMENT_NOT_CONFIGURED
+    return "Placement shares the API database; Placement 16's schema needs its own database"
 
 
 def _dispose(plans: list[_Plan]) -> None:
