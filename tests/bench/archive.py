@@ -229,6 +229,7 @@ class ArchiveFigures:
     rss_mb: float
     purge_s: float
     purge_floor_s: float
+    shares: tuple[float, ...] = ()  # floor / novadb per repeat: the spread of the median
 
 
 def measure(
@@ -269,4 +270,5 @@ def measure(
         max(rss),
         statistics.median(purges),
         statistics.median(purge_floors),
+        tuple(sorted(f / o for f, o in zip(floors, ours, strict=True))),
     )
