@@ -12,7 +12,8 @@ so novadb and the floor start from identical data.
 * Floor for purge: one ``DELETE FROM shadow_x`` per table (what Nova runs).
 
 novadb runs in a child process (``novadb archive --until-complete``) so its
-peak RSS is its own; per-batch times come from its progress events.
+peak RSS is its own (VmHWM: ``ru_maxrss`` would carry the parent's size over
+the fork); per-batch times come from its progress events.
 """
 
 from __future__ import annotations
@@ -61,9 +62,16 @@ else:
     rows, batches = sum(result.rows.values()), len(marks)
 elapsed = time.perf_counter() - started
 gaps = sorted(tree_gaps) or sorted(b - a for a, b in zip([started] + marks, marks))
+# Linux's ru_maxrss survives exec: it would report the bench process's own
+# size at fork.  VmHWM belongs to this process's memory alone.
+try:
+    with open("/proc/self/status") as status:
+        hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"elapsed": elapsed, "rows": rows, "batches": batches,
                   "batch_median": gaps[len(gaps) // 2] if gaps else 0.0,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "rss_mb": hwm / 1024}))
 """
 
 
@@ -155,7 +163,9 @@ def _children_first(schema: Schema) -> list[str]:
     return order
 
 
-def archive_floor(main: str, api: str) -> float:
+def archive_floor(
+    main: str, api: str, instrument: Callable[[sa.Engine], None] | None = None
+) -> float:
     """Set-based move, unbounded: one INSERT...SELECT + one DELETE per table.
 
     It does the same work archive does: the API database's rows of the moved
@@ -163,6 +173,8 @@ def archive_floor(main: str, api: str) -> float:
     server), then every cell table, children first.
     """
     engine = create_engine(main)
+    if instrument is not None:
+        instrument(engine)
     api_name = _db_name(api)
     with engine.connect() as conn:
         schema = Schema(conn, load_graph(conn))
@@ -217,6 +229,7 @@ class ArchiveFigures:
     rss_mb: float
     purge_s: float
     purge_floor_s: float
+    shares: tuple[float, ...] = ()  # floor / novadb per repeat: the spread of the median
 
 
 def measure(
@@ -257,4 +270,5 @@ def measure(
         max(rss),
         statistics.median(purges),
         statistics.median(purge_floors),
+        tuple(sorted(f / o for f, o in zip(floors, ours, strict=True))),
     )

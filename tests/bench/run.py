@@ -114,6 +114,7 @@ def _archive_rows(instances: int, repeat: int, mix: ChildMix | None = None) -> l
     f = measure(instances, repeat, databases, mix)
     share = f.floor_s / f.novadb_s
     shape = ", a real cell's child mix" if mix is not None else ""
+    spread = f" (runs {', '.join(f'{s:.0%}' for s in f.shares)})" if len(f.shares) > 1 else ""
     return [
         Row(
             f"archive --until-complete, {f.instances:,}-instance cell{shape}, {f.rows:,} rows "
@@ -122,7 +123,7 @@ def _archive_rows(instances: int, repeat: int, mix: ChildMix | None = None) -> l
             f.floor_s,
             "set-based floor (one INSERT...SELECT + DELETE per table, unbounded)",
             "s",
-            f"{f.rows / f.novadb_s:,.0f} rows/s = {share:.0%} of the floor's speed; "
+            f"{f.rows / f.novadb_s:,.0f} rows/s = {share:.0%} of the floor's speed{spread}; "
             f"median instances batch {f.batch_median_s * 1000:.0f} ms; "
             f"peak RSS {f.rss_mb:.0f} MB",
         ),
