@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import ops
+from novadb.api.options import ONLINE_BATCH_SIZE, Database, MigrationSet
 from novadb.progress import Event
 
 
@@ -34,7 +35,7 @@ class CharmConfig:
 class SyncParams:
     """Params of the sync action."""
 
-    database: str = "all"
+    database: Database = "all"
     revision: str | None = None
     release: str | None = None
     local_cell: bool = False
@@ -44,7 +45,7 @@ class SyncParams:
 class VersionParams:
     """Params of the version action."""
 
-    database: str = "all"
+    database: Database = "all"
     local_cell: bool = False
 
 
@@ -53,8 +54,8 @@ class OnlineMigrateParams:
     """Params of the online-migrate action."""
 
     max_count: int | None = None
-    batch_size: int = 50
-    database: str = "all"
+    batch_size: int = ONLINE_BATCH_SIZE
+    database: MigrationSet = "all"
     all_cells: bool = False
 
 

@@ -19,10 +19,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from novadb import exit_codes
 from novadb.archive.archive import ArchiveResult
 from novadb.archive.purge import PurgeResult
 from novadb.check.check import CheckResult
-from novadb.findings import EXIT_CODES
 from novadb.online.runner import OnlineResult
 from novadb.placement.aggregates import AggregatesResult
 from novadb.placement.audit import FIXES, AuditResult
@@ -155,7 +155,7 @@ def online_results(result: OnlineResult) -> Results:
     out: Results = {
         "done": result.done,
         "complete": result.complete,
-        "more-to-do": result.exit_code == 1,
+        "more-to-do": result.exit_code == exit_codes.ONLINE_MORE,
         "output": render.online_text(result),
     }
     for m in result.migrations:
@@ -263,7 +263,6 @@ def check_results(result: CheckResult) -> Results:
         "info": result.count("info"),
         "elapsed": round(result.elapsed, 3),
     }
-    worst_first = sorted(result.findings, key=lambda f: -EXIT_CODES[f.severity])
     findings = [
         {
             "severity": f.severity,
@@ -274,7 +273,7 @@ def check_results(result: CheckResult) -> Results:
             "summary": f.summary,
             "fix": as_action(f.fix) if f.fix else f.fix,
         }
-        for f in worst_first
+        for f in render.worst_first(result.findings)
     ]
     out.update(numbered("findings", findings, LISTED))
     return out
@@ -455,7 +454,7 @@ def rebuild_failure(result: RebuildResult) -> str:
 def restore_results(result: RestoreResult) -> Results:
     """Rows restored per table, and the rows the restore had to adjust."""
     out: Results = {
-        "exit-code": 0,
+        "exit-code": result.exit_code,
         "path": str(result.path),
         "revision": result.revision,
         "total": sum(result.rows.values()),

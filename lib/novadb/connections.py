@@ -130,7 +130,7 @@ def create_engine(url: str | URL, *, create: bool = False) -> Engine:
     if is_sqlite(parsed):
         path = sqlite_path(parsed)
         if path is not None and not create and not path.exists():
-            raise DatabaseUnreachable(_missing_sqlite(path), exit_code=3)
+            raise DatabaseUnreachable(_missing_sqlite(path))
         if path is not None and create:
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(parsed)
@@ -197,7 +197,7 @@ def _check_connect(engine: Engine, where: str) -> None:
         _connect_once(engine)
     except DBAPIError as exc:
         engine.dispose()
-        raise DatabaseUnreachable(_cannot_connect(exc, where, engine.url), exit_code=3) from exc
+        raise DatabaseUnreachable(_cannot_connect(exc, where, engine.url)) from exc
 
 
 def probe(url: str | URL, timeout: float = 3.0) -> str | None:

@@ -19,24 +19,32 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from novadb import dberrors
-from novadb.archive.archive import ArchiveOptions, ArchiveResult, archive
-from novadb.archive.purge import PurgeOptions, PurgeResult, purge
-from novadb.check.check import CheckResult, check
-from novadb.check.placement import placement_findings
+from novadb import dberrors, exit_codes
+from novadb.api.operations import (
+    archive,
+    check,
+    null_instance_uuid_scan,
+    online_migrate,
+    purge,
+    sync,
+    version,
+)
+from novadb.api.options import (
+    CheckOptions,
+    NullUuidScanOptions,
+    OnlineMigrateOptions,
+    SyncOptions,
+    VersionOptions,
+)
+from novadb.archive.archive import ArchiveOptions, ArchiveResult
+from novadb.archive.purge import PurgeOptions, PurgeResult
+from novadb.check.check import CheckResult
 from novadb.cli import placement as cli_placement
 from novadb.cli.output import Output
 from novadb.cli.progress import stop_on_ctrl_c
 from novadb.config import Settings, load_settings
-from novadb.errors import (
-    EXIT_DATABASE_FAULT,
-    EXIT_INTERRUPTED,
-    EXIT_TABLE_FAILED,
-    EXIT_UNEXPECTED,
-    BadInput,
-    NovaDbError,
-)
-from novadb.online.runner import OnlineResult, online_migrate
+from novadb.errors import BadArgument, BadInput, NovaDbError
+from novadb.online.runner import OnlineResult
 from novadb.online.runner import validate as validate_online
 from novadb.placement.audit import AuditResult
 from novadb.placement.rebuild import RebuildResult
@@ -44,8 +52,7 @@ from novadb.progress import Event
 from novadb.render import operations as render
 from novadb.render import placement as render_placement
 from novadb.sample.demo import DEFAULT_INSTANCES, DemoStep, run_demo
-from novadb.schema.null_uuid import null_instance_uuid_scan
-from novadb.schema.sync import SyncResult, sync, version
+from novadb.schema.sync import SyncResult
 from novadb.targets import CHOICES
 
 
@@ -292,27 +299,26 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_sync(args: argparse.Namespace, out: Output) -> int:
-    result = sync(
-        _settings(args),
-        args.target,
+    options = SyncOptions(
+        database=args.target,
         revision=args.revision,
         release=args.release,
         local_cell=args.local_cell,
         sql=args.sql,
-        progress=out.progress,
     )
+    result = sync(_settings(args), options, progress=out.progress)
     if args.sql and not out.as_json:
         sys.stdout.write(result.sql or "")
-        return 0
+        return result.exit_code
     out.result(result, render.sync_table)
-    return 0
+    return result.exit_code
 
 
 def _cmd_version(args: argparse.Namespace, out: Output) -> int:
-    out.result(
-        version(_settings(args), args.target, local_cell=args.local_cell), render.version_table
-    )
-    return 0
+    options = VersionOptions(database=args.target, local_cell=args.local_cell)
+    result = version(_settings(args), options)
+    out.result(result, render.version_table)
+    return result.exit_code
 
 
 def _confirm(question: str) -> bool:
@@ -327,21 +333,19 @@ def _cmd_null_uuid(args: argparse.Namespace, out: Output) -> int:
     found = null_instance_uuid_scan(settings, progress=out.progress)
     if not args.delete or not found.total:
         out.result(found, render.null_uuid_table)
-        return 1 if found.total else 0
+        return found.exit_code
     if not args.yes and not _confirm(f"Delete {found.total} row(s) with a NULL instance uuid?"):
-        raise NovaDbError(
-            "not confirmed; nothing was deleted (pass --yes to skip the question)", exit_code=1
-        )
-    out.result(
-        null_instance_uuid_scan(settings, delete=True, progress=out.progress),
-        render.null_uuid_table,
+        raise NovaDbError("not confirmed; nothing was deleted (pass --yes to skip the question)")
+    deleted = null_instance_uuid_scan(
+        settings, NullUuidScanOptions(delete=True), progress=out.progress
     )
-    return 0
+    out.result(deleted, render.null_uuid_table)
+    return deleted.exit_code
 
 
 def _cmd_check(args: argparse.Namespace, out: Output) -> int:
-    placement = None if args.no_placement else placement_findings
-    result = check(_settings(args), progress=out.progress, placement=placement)
+    options = CheckOptions(placement=not args.no_placement)
+    result = check(_settings(args), options, progress=out.progress)
     out.result(result, render.check_table)
     return result.exit_code
 
@@ -379,7 +383,7 @@ def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
     out.close()
     if out.as_json:
         out.result(result, str)
-        return 0
+        return exit_codes.OK
     out.out.print(f"The pre-upgrade flow ran in {result.elapsed:.1f} s.")
     if result.kept:
         out.out.print(
@@ -390,7 +394,7 @@ def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
         )
     else:
         out.out.print("The sample cloud was removed (pass --keep to explore it).")
-    return 0
+    return exit_codes.OK
 
 
 def _cmd_archive(args: argparse.Namespace, out: Output) -> int:
@@ -420,9 +424,7 @@ def _cmd_archive(args: argparse.Namespace, out: Output) -> int:
         out.out.print(render.archive_summary(result), markup=False)
     for failure in result.failures:
         sys.stderr.write(f"novadb: error: {failure}\n")
-    if result.failures:
-        return EXIT_TABLE_FAILED
-    return 1 if result.total and not result.dry_run else 0
+    return result.exit_code
 
 
 def _cmd_purge(args: argparse.Namespace, out: Output) -> int:
@@ -445,7 +447,7 @@ def _cmd_purge(args: argparse.Namespace, out: Output) -> int:
         out.out.print(f"purged {result.total} rows in {result.elapsed:.1f} s", markup=False)
     else:
         out.out.print("Purging stale soft-deleted rows and no data was deleted", markup=False)
-    return 0 if result.total else 3
+    return result.exit_code
 
 
 def _count(value: str | None, option: str) -> int | None:
@@ -454,7 +456,7 @@ def _count(value: str | None, option: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise BadInput(f"Must supply a positive value for {option}", exit_code=127) from None
+        raise BadArgument(f"Must supply a positive value for {option}") from None
 
 
 def _cmd_online(args: argparse.Namespace, out: Output) -> int:
@@ -475,21 +477,19 @@ def _cmd_online(args: argparse.Namespace, out: Output) -> int:
             out.progress(event)
 
     with stop_on_ctrl_c() as stop:
-        result = online_migrate(
-            _settings(args),
+        options = OnlineMigrateOptions(
             max_count=max_count,
             batch_size=batch_size,
             database=args.target,
             all_cells=args.all_cells,
-            progress=progress,
-            stop=stop,
         )
+        result = online_migrate(_settings(args), options, progress=progress, stop=stop)
     out.close()
     if out.as_json:
         out.result(result, render.online_text)
     else:
         out.out.print(render.online_text(result), markup=False)
-    if result.exit_code == 2:
+    if result.exit_code == exit_codes.ONLINE_FAILED:
         sys.stderr.write(
             "novadb: error: Some migrations failed unexpectedly; see the messages above\n"
         )
@@ -531,7 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         out.close()
         sys.stderr.write("novadb: interrupted\n")
-        return EXIT_INTERRUPTED
+        return exit_codes.INTERRUPTED
     except DBAPIError as exc:
         # Operations turn the faults they know into NovaDbError with their
         # context; anything else from the server still gets one line, never
@@ -546,7 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "fix the cause and run the same command again (rerun with --debug for the "
             "traceback)\n"
         )
-        return EXIT_DATABASE_FAULT
+        return exit_codes.DATABASE_FAULT
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         if args.debug:
             traceback.print_exc()
@@ -555,7 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"novadb: unexpected error: {type(exc).__name__}: {first} "
             "(rerun with --debug for the traceback)\n"
         )
-        return EXIT_UNEXPECTED
+        return exit_codes.UNEXPECTED
 
 
 if __name__ == "__main__":

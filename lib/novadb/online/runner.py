@@ -17,12 +17,12 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from novadb import dberrors
+from novadb import dberrors, exit_codes
 from novadb.batching import Adaptation, Faults, GaveUp, StopWhen
 from novadb.cells import list_cells
 from novadb.config import Settings
 from novadb.connections import create_engine
-from novadb.errors import AccessDenied, BadInput, DatabaseFault, NovaDbError
+from novadb.errors import AccessDenied, BadArgument, DatabaseFault, NovaDbError
 from novadb.fanout import cell_targets
 from novadb.locking import DEFAULT_TIMEOUT, HeldLock, database_lock
 from novadb.online.base import Context, Migration, Unmigratable
@@ -68,10 +68,10 @@ class OnlineResult:
     def exit_code(self) -> int:
         """nova-manage's: 2 a migration failed, 1 work done with --max-count, else 0."""
         if self.failed and (self.max_count is None or not self.done):
-            return 2
+            return exit_codes.ONLINE_FAILED
         if self.max_count is not None and self.done:
-            return 1
-        return 0
+            return exit_codes.ONLINE_MORE
+        return exit_codes.ONLINE_DONE
 
 
 @dataclass
@@ -88,11 +88,11 @@ class _Unit:
 def validate(max_count: int | None, batch_size: int, database: str) -> None:
     """nova-manage's exit code 127 for a bad count, before anything is opened."""
     if max_count is not None and max_count < 1:
-        raise BadInput("Must supply a positive value for --max-count", exit_code=127)
+        raise BadArgument("Must supply a positive value for --max-count")
     if batch_size < 1:
-        raise BadInput("--batch-size must be a positive integer", exit_code=127)
+        raise BadArgument("--batch-size must be a positive integer")
     if database not in DATABASES:
-        raise BadInput(f"--database must be one of {', '.join(DATABASES)}", exit_code=127)
+        raise BadArgument(f"--database must be one of {', '.join(DATABASES)}")
 
 
 def online_migrate(

@@ -41,9 +41,10 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from novadb import exit_codes
 from novadb.config import Settings
 from novadb.connections import engine_for
-from novadb.errors import NovaDbError
+from novadb.errors import BadArgument, NovaDbError
 from novadb.placement.db import (
     ConcurrentUpdate,
     PlacementTables,
@@ -76,7 +77,6 @@ NOVA_CLASSES = frozenset(
         "MEM_ENCRYPTION_CONTEXT",
     }
 )
-EXIT_CLEAN, EXIT_ERROR, EXIT_FOUND, EXIT_DELETED, EXIT_BAD_INPUT = 0, 1, 3, 4, 127
 _RATIO_TOLERANCE = 1e-6
 
 FIXES = {
@@ -88,10 +88,8 @@ FIXES = {
 }
 
 
-class UnknownProvider(NovaDbError):
+class UnknownProvider(BadArgument):
     """``--resource-provider`` names no provider."""
-
-    exit_code = EXIT_BAD_INPUT
 
 
 @dataclass(frozen=True)
@@ -134,10 +132,10 @@ class AuditResult:
     def exit_code(self) -> int:
         """0 clean, 3 found and left, 4 orphans deleted and nothing else left."""
         if not self.findings:
-            return EXIT_CLEAN
+            return exit_codes.AUDIT_CLEAN
         if self.deleted_consumers and not self.remaining:
-            return EXIT_DELETED
-        return EXIT_FOUND
+            return exit_codes.AUDIT_DELETED
+        return exit_codes.AUDIT_FOUND
 
 
 @dataclass
@@ -378,7 +376,6 @@ def placement_audit(
     delete: bool = False,
     resource_provider: str | None = None,
     progress: Progress = ignore,
-    lock_held: bool = False,
 ) -> AuditResult:
     """Compare every cell's compute nodes with Placement; delete orphans if asked."""
     started = time.monotonic()
@@ -417,13 +414,14 @@ def placement_audit(
         deleted: tuple[int, int, list[str]] = (0, 0, [])
         if delete and orphans:
             progress(Event("placement-audit", "step", f"deleting {len(orphans)} orphans"))
-            with writer_lock(engine, held=lock_held):
+            with writer_lock(engine):
                 try:
                     deleted = _delete_orphans(engine, tables, view, orphans)
                 except ConcurrentUpdate as exc:
                     # nova-manage's 1: the deletions could not be made; here nothing was.
                     raise NovaDbError(
-                        f"placement-audit --delete deleted nothing: {exc}", exit_code=EXIT_ERROR
+                        f"placement-audit --delete deleted nothing: {exc}",
+                        exit_code=exit_codes.AUDIT_RACES,
                     ) from exc
     return AuditResult(
         findings=findings,

@@ -38,7 +38,7 @@ import os_traits
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from novadb import dberrors
+from novadb import dberrors, exit_codes
 from novadb.batching import retrying
 from novadb.connections import is_sqlite
 from novadb.errors import NovaDbError
@@ -67,7 +67,8 @@ def writer_lock(engine: Engine, *, held: bool = False) -> AbstractContextManager
 class ConcurrentUpdate(NovaDbError):
     """Someone else changed a provider or consumer between our read and our write."""
 
-    exit_code = 3
+    # heal-allocations' and sync-aggregates' code for a write that lost its races.
+    exit_code = exit_codes.HEAL_FAILED
 
 
 def utcnow() -> datetime:
@@ -100,8 +101,7 @@ class PlacementTables:
         if missing:
             raise NovaDbError(
                 f"the Placement database has no {', '.join(missing)} table; "
-                "run `novadb sync --database placement` first",
-                exit_code=1,
+                "run `novadb sync --database placement` first"
             )
         meta.reflect(engine, only=list(self.NAMES))
         t = meta.tables

@@ -165,7 +165,7 @@ def rebuild_table(result: RebuildResult) -> Group:
     for column in ("Step", "Name", "Result"):
         table.add_column(column, overflow="fold")
     for s in result.steps:
-        table.add_row(f"{s.number}/7", s.name, s.summary)
+        table.add_row(s.position, s.name, s.summary)
     parts: list[Table | Text | Group] = [table]
     if result.audit is not None and result.audit.findings:
         parts.append(audit_table(result.audit))
