@@ -80,6 +80,31 @@ def build_parser() -> argparse.ArgumentParser:
             "novadb --database mysql+pymysql://nova:PASS@db/nova --json sync",
         ),
     )
+    _add_global_options(parser)
+    sub = parser.add_subparsers(
+        dest="operation", metavar="OPERATION", required=True, parser_class=_Parser
+    )
+
+    def add(name: str, help_text: str, *examples: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=_examples(*examples),
+        )
+
+    _add_schema_commands(add)
+    _add_archive_commands(add)
+    _add_online_command(add)
+    cli_placement.add_parsers(add)
+    _add_check_command(add)
+    _add_demo_command(add)
+    return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    """Options that come before the operation: where the databases are, how to print."""
     parser.add_argument(
         "--config-file",
         action="append",
@@ -106,19 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="print a traceback on unexpected errors"
     )
-    sub = parser.add_subparsers(
-        dest="operation", metavar="OPERATION", required=True, parser_class=_Parser
-    )
 
-    def add(name: str, help_text: str, *examples: str) -> argparse.ArgumentParser:
-        return sub.add_parser(
-            name,
-            help=help_text,
-            description=help_text,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-            epilog=_examples(*examples),
-        )
 
+def _add_schema_commands(add: cli_placement.AddParser) -> None:
+    """The schema commands: sync, version and null-instance-uuid-scan."""
     p = add(
         "sync",
         "Apply Nova's and Placement's schema migrations.",
@@ -167,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delete", action="store_true", help="delete the rows found (asks first)")
     p.add_argument("--yes", action="store_true", help="do not ask before deleting")
 
+
+def _add_archive_commands(add: cli_placement.AddParser) -> None:
+    """The shadow-table commands: archive and purge."""
     p = add(
         "archive",
         "Move soft-deleted rows (and the rows that hang off them) to shadow tables.",
@@ -229,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="count what would be deleted")
     p.add_argument("--verbose", action="store_true", help="print a line per shadow table")
 
+
+def _add_online_command(add: cli_placement.AddParser) -> None:
+    """The online data migrations command: online-migrate."""
     p = add(
         "online-migrate",
         "Run Nova's and Placement's online data migrations.",
@@ -257,8 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--all-cells", action="store_true", help="cell0 and every mapped cell")
 
-    cli_placement.add_parsers(add)
 
+def _add_check_command(add: cli_placement.AddParser) -> None:
+    """The pre-upgrade report: check."""
     p = add(
         "check",
         "Read-only pre-upgrade report: what will bite, how bad, and the command that fixes it.",
@@ -270,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-placement", action="store_true", help="skip the Placement audit's findings"
     )
 
+
+def _add_demo_command(add: cli_placement.AddParser) -> None:
+    """The sample cloud and flow: demo."""
     p = add(
         "demo",
         "Build a sample cloud on SQLite and run the pre-upgrade flow on it.",
@@ -285,7 +311,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--instances", type=int, default=DEFAULT_INSTANCES, metavar="N",
         help=f"instances in the sample cell (default {DEFAULT_INSTANCES})",
     )  # fmt: skip
-    return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -243,7 +243,7 @@ def _fault(exc: BaseException, done: int) -> NovaDbError:
     return DatabaseFault(f"online-migrate stopped: {dberrors.message(exc)}; {before}")
 
 
-def _loop(
+def _loop(  # noqa: C901 - nova-manage's batch loop: each exit (done, max-count, stop, fault) is one branch of it
     units: list[_Unit],
     max_count: int | None,
     batch_size: int,

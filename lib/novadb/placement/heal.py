@@ -386,13 +386,42 @@ def _capacity_failures(
     existing: dict[str, _Existing],
 ) -> dict[str, str]:
     """Instances whose new allocations Placement would refuse, with Placement's reason."""
-    inv = t.inventories
     rps = sorted({d.rp_id for d in decisions if d.action in ("create", "force")})
     if not rps:
         return {}
+    limits, usage = _capacity(conn, t, rps)
+    names = {v: k for k, v in class_ids(conn, t).items()}
+    failures: dict[str, str] = {}
+    for d in decisions:
+        if d.action not in ("create", "force"):
+            continue
+        if d.action == "force":  # its old allocations go away first
+            for rp, held in existing[d.plan.instance.uuid].allocations.items():
+                for rc, used in held.items():
+                    usage[(rp, rc)] -= used
+        problem = None
+        for rc, amount in sorted(d.wanted.items()):
+            name = names.get(rc, str(rc))
+            problem = _refusal(
+                limits.get((d.rp_id, rc)), usage[(d.rp_id, rc)], name, amount, d.plan.node_uuid
+            )
+            if problem is not None:
+                break
+        if problem is not None:
+            failures[d.plan.instance.uuid] = problem
+            continue
+        for rc, amount in d.wanted.items():
+            usage[(d.rp_id, rc)] += amount
+    return failures
+
+
+def _capacity(
+    conn: Connection, t: PlacementTables, rps: list[int]
+) -> tuple[dict[tuple[int, int], Inventory], dict[tuple[int, int], int]]:
+    """Per (provider, class): the inventory, and what allocations already use of it."""
+    inv, a = t.inventories, t.allocations
     limits: dict[tuple[int, int], Inventory] = {}
     usage: dict[tuple[int, int], int] = defaultdict(int)
-    a = t.allocations
     for part in chunks(rps):
         query = sa.select(
             inv.c.resource_provider_id,
@@ -409,42 +438,28 @@ def _capacity_failures(
         )
         for rp, rc, used in conn.execute(query):
             usage[(int(rp), int(rc))] = int(used or 0)
-    names = {v: k for k, v in class_ids(conn, t).items()}
-    failures: dict[str, str] = {}
-    for d in decisions:
-        if d.action not in ("create", "force"):
-            continue
-        if d.action == "force":  # its old allocations go away first
-            for rp, held in existing[d.plan.instance.uuid].allocations.items():
-                for rc, used in held.items():
-                    usage[(rp, rc)] -= used
-        problem = None
-        for rc, amount in sorted(d.wanted.items()):
-            limit = limits.get((d.rp_id, rc))
-            name = names.get(rc, str(rc))
-            if limit is None:
-                problem = f"its provider {d.plan.node_uuid} has no {name} inventory"
-                break
-            if (
-                amount < limit.min_unit
-                or amount > limit.max_unit
-                or (amount - limit.min_unit) % limit.step_size
-            ):
-                problem = (
-                    f"{name}={amount} is outside min_unit {limit.min_unit}, max_unit "
-                    f"{limit.max_unit}, step {limit.step_size} of provider {d.plan.node_uuid}"
-                )
-                break
-            capacity = (limit.total - limit.reserved) * limit.allocation_ratio
-            if usage[(d.rp_id, rc)] + amount > capacity:
-                problem = f"provider {d.plan.node_uuid} has no room for {name}={amount}"
-                break
-        if problem is not None:
-            failures[d.plan.instance.uuid] = problem
-            continue
-        for rc, amount in d.wanted.items():
-            usage[(d.rp_id, rc)] += amount
-    return failures
+    return limits, usage
+
+
+def _refusal(
+    limit: Inventory | None, used: int, name: str, amount: int, node_uuid: str
+) -> str | None:
+    """Placement's reason to refuse ``amount`` of a class on a provider, or None if it fits."""
+    if limit is None:
+        return f"its provider {node_uuid} has no {name} inventory"
+    if (
+        amount < limit.min_unit
+        or amount > limit.max_unit
+        or (amount - limit.min_unit) % limit.step_size
+    ):
+        return (
+            f"{name}={amount} is outside min_unit {limit.min_unit}, max_unit "
+            f"{limit.max_unit}, step {limit.step_size} of provider {node_uuid}"
+        )
+    capacity = (limit.total - limit.reserved) * limit.allocation_ratio
+    if used + amount > capacity:
+        return f"provider {node_uuid} has no room for {name}={amount}"
+    return None
 
 
 def _decide(

@@ -280,6 +280,19 @@ def _register(
     return len(nodes), len(rows)
 
 
+class _Steps:
+    """Records each step's outcome and reports it as progress ("3/7 schema: ...")."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.done: list[Step] = []
+        self._progress = progress
+
+    def __call__(self, name: str, summary: str) -> None:
+        done = Step(STEPS.index(name) + 1, name, summary)
+        self.done.append(done)
+        self._progress(Event("rebuild-placement", "step", f"{done.position} {name}: {summary}"))
+
+
 def rebuild_placement(
     settings: Settings,
     *,
@@ -299,13 +312,7 @@ def rebuild_placement(
     started = time.monotonic()
     cells = cells_for_placement(settings)
     _check_separate(settings, cells)
-    steps: list[Step] = []
-
-    def step(name: str, summary: str) -> None:
-        done = Step(STEPS.index(name) + 1, name, summary)
-        steps.append(done)
-        progress(Event("rebuild-placement", "step", f"{done.position} {name}: {summary}"))
-
+    step = _Steps(progress)
     path = backup or default_backup_path()
     if not dry_run and Path(path).exists():
         raise BadInput(f"backup file {path} already exists; pass --backup with a new file name")
@@ -322,70 +329,102 @@ def rebuild_placement(
             saved = backup_placement(engine, path, progress=progress)
             rows = sum(saved.rows.values())
             step("backup", f"{rows} rows saved to {saved.path} and verified")
-        if reasons and not force:
-            if dry_run:
-                step("check", "would refuse without --force: " + "; ".join(reasons))
-            else:
-                raise RebuildRefused(
-                    "rebuild-placement refused, Placement holds what Nova cannot rebuild: "
-                    + "; ".join(reasons)
-                    + f". Nothing was changed (backup: {path}); pass --force to rebuild anyway"
-                )
-        elif reasons:
-            step("check", "--force: rebuilding without " + "; ".join(reasons))
-        else:
-            step("check", "nothing Placement holds is beyond what Nova can rebuild")
+        _check_step(step, reasons, force=force, dry_run=dry_run, path=path)
         if dry_run:
-            inventories = sum(len(node_inventory(n, settings)) for n in cloud.nodes)
-            step("schema", "would drop Placement's tables and recreate them at head")
-            step("providers", f"would create {len(cloud.nodes)} providers, "
-                 f"{inventories} inventories")  # fmt: skip
-            step("heal", f"would heal up to {len(cloud.instances)} instances")
-            step("aggregates", "would sync host aggregates")
-            step("audit", "would audit the result")
+            inventories = _dry_run_steps(step, settings, cloud)
             return RebuildResult(
-                steps, reasons, None, len(cloud.nodes), inventories, dry_run=True,
+                step.done, reasons, None, len(cloud.nodes), inventories, dry_run=True,
                 elapsed=time.monotonic() - started,
             )  # fmt: skip
         if stop is not None and stop.is_set():
             raise RebuildStopped(
                 f"rebuild-placement interrupted before changing anything (backup: {path})"
             )
-        drop_placement_tables(engine)
-        sync(settings, "placement")
-        tables = PlacementTables(engine)
-        with engine.begin() as conn:
-            classes = ensure_standard_classes(conn, tables)
-            traits = ensure_standard_traits(conn, tables)
-        step("schema", f"recreated at head; {classes} resource classes, {traits} traits")
-        providers, inventories = _register(engine, tables, settings, cloud.nodes, pcpu)
-        step("providers", f"{providers} providers, {inventories} inventories")
-        healed = heal_allocations(
-            settings, HealOptions(), progress=progress, stop=stop, lock_held=True
-        )
-        step("heal", f"{healed.processed} instances healed, {len(healed.skipped)} skipped, "
-             f"{len(healed.failed)} failed")  # fmt: skip
-        if healed.stopped:
-            raise RebuildStopped(
-                f"rebuild-placement interrupted while healing, after {healed.processed} "
-                "instances; providers and inventories are in place: run `novadb "
-                "heal-allocations`, then `novadb sync-aggregates` and `novadb placement-audit`"
-            )
-        aggregates = (
-            sync_aggregates(settings, progress=progress, lock_held=True)
-            if api_exists(settings)
-            else None
-        )
-        if aggregates is not None:
-            step("aggregates", f"{len(aggregates.added)} memberships added")
-        else:
-            step("aggregates", "no API database: skipped")
-        checked = placement_audit(settings, progress=progress)
-        step("audit", "clean" if not checked.findings else f"{len(checked.findings)} findings")
+        providers, inventories = _recreate(step, engine, settings, cloud, pcpu)
+        healed, aggregates, checked = _refill(step, settings, progress, stop)
     return RebuildResult(
-        steps, reasons, saved, providers, inventories, healed, aggregates, checked,
+        step.done, reasons, saved, providers, inventories, healed, aggregates, checked,
         elapsed=time.monotonic() - started,
     )  # fmt: skip
+
+
+def _check_step(
+    step: _Steps, reasons: list[str], *, force: bool, dry_run: bool, path: str
+) -> None:
+    """Step 2: refuse (or, with ``force``, go on) when Placement holds what Nova cannot rebuild."""
+    if reasons and not force:
+        if dry_run:
+            step("check", "would refuse without --force: " + "; ".join(reasons))
+            return
+        raise RebuildRefused(
+            "rebuild-placement refused, Placement holds what Nova cannot rebuild: "
+            + "; ".join(reasons)
+            + f". Nothing was changed (backup: {path}); pass --force to rebuild anyway"
+        )
+    if reasons:
+        step("check", "--force: rebuilding without " + "; ".join(reasons))
+    else:
+        step("check", "nothing Placement holds is beyond what Nova can rebuild")
+
+
+def _dry_run_steps(step: _Steps, settings: Settings, cloud: CloudFacts) -> int:
+    """Steps 3 to 7 as they would go; returns the inventories step 4 would create."""
+    inventories = sum(len(node_inventory(n, settings)) for n in cloud.nodes)
+    step("schema", "would drop Placement's tables and recreate them at head")
+    step("providers", f"would create {len(cloud.nodes)} providers, {inventories} inventories")
+    step("heal", f"would heal up to {len(cloud.instances)} instances")
+    step("aggregates", "would sync host aggregates")
+    step("audit", "would audit the result")
+    return inventories
+
+
+def _recreate(
+    step: _Steps,
+    engine: Engine,
+    settings: Settings,
+    cloud: CloudFacts,
+    pcpu: dict[str, Inventory],
+) -> tuple[int, int]:
+    """Steps 3 and 4: drop and recreate the schema, then one provider per compute node."""
+    drop_placement_tables(engine)
+    sync(settings, "placement")
+    tables = PlacementTables(engine)
+    with engine.begin() as conn:
+        classes = ensure_standard_classes(conn, tables)
+        traits = ensure_standard_traits(conn, tables)
+    step("schema", f"recreated at head; {classes} resource classes, {traits} traits")
+    providers, inventories = _register(engine, tables, settings, cloud.nodes, pcpu)
+    step("providers", f"{providers} providers, {inventories} inventories")
+    return providers, inventories
+
+
+def _refill(
+    step: _Steps, settings: Settings, progress: Progress, stop: threading.Event | None
+) -> tuple[HealResult, AggregatesResult | None, AuditResult]:
+    """Steps 5 to 7 under the rebuild's writer lock: heal, sync aggregates, audit."""
+    healed = heal_allocations(
+        settings, HealOptions(), progress=progress, stop=stop, lock_held=True
+    )
+    step("heal", f"{healed.processed} instances healed, {len(healed.skipped)} skipped, "
+         f"{len(healed.failed)} failed")  # fmt: skip
+    if healed.stopped:
+        raise RebuildStopped(
+            f"rebuild-placement interrupted while healing, after {healed.processed} "
+            "instances; providers and inventories are in place: run `novadb "
+            "heal-allocations`, then `novadb sync-aggregates` and `novadb placement-audit`"
+        )
+    aggregates = (
+        sync_aggregates(settings, progress=progress, lock_held=True)
+        if api_exists(settings)
+        else None
+    )
+    if aggregates is not None:
+        step("aggregates", f"{len(aggregates.added)} memberships added")
+    else:
+        step("aggregates", "no API database: skipped")
+    checked = placement_audit(settings, progress=progress)
+    step("audit", "clean" if not checked.findings else f"{len(checked.findings)} findings")
+    return healed, aggregates, checked
 
 
 def restore(settings: Settings, path: str, *, progress: Progress = ignore) -> RestoreResult:
