@@ -25,9 +25,10 @@ from novadb.archive.purge import PurgeResult
 from novadb.check.check import CheckResult
 from novadb.online.runner import OnlineResult
 from novadb.placement.aggregates import AggregatesResult
-from novadb.placement.audit import FIXES, AuditResult
+from novadb.placement.audit import AuditResult
 from novadb.placement.backup.database import RestoreResult
 from novadb.placement.heal import HealResult
+from novadb.placement.kinds import AuditKind
 from novadb.placement.rebuild import RebuildResult
 from novadb.render import operations as render
 from novadb.render.placement import SHOWN
@@ -294,7 +295,7 @@ def audit_results(result: AuditResult) -> Results:
         "deleted.allocations": result.deleted_allocations,
         "elapsed": round(result.elapsed, 3),
     }
-    out.update({result_key("found", kind): result.count(kind) for kind in FIXES})
+    out.update({result_key("found", kind.value): result.count(kind) for kind in AuditKind})
     if result.changed_consumers:
         out["changed-consumers"] = len(result.changed_consumers)
     findings = [
@@ -425,9 +426,9 @@ def rebuild_results(result: RebuildResult) -> Results:
         out["aggregates.exit-code"] = result.aggregates.exit_code
     if result.audit is not None:
         out["audit.findings"] = len(result.audit.findings)
-        for kind in FIXES:
+        for kind in AuditKind:
             if result.audit.count(kind):
-                out[result_key("audit", "found", kind)] = result.audit.count(kind)
+                out[result_key("audit", "found", kind.value)] = result.audit.count(kind)
     return out
 
 

@@ -114,6 +114,28 @@ def _on_mysql_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def allow_zero_ids(conn: sa.Connection) -> str:
+    """Add ``NO_AUTO_VALUE_ON_ZERO`` to the session's sql_mode; return the mode it replaced.
+
+    Placement's resource class VCPU has id 0, which MySQL otherwise replaces
+    with the next AUTO_INCREMENT value.  The one place novadb toggles it;
+    :func:`restore_sql_mode` puts the returned mode back.
+    """
+    mode = str(conn.execute(sa.text("SELECT @@SESSION.sql_mode")).scalar() or "")
+    conn.execute(
+        sa.text(
+            "SET SESSION sql_mode = "
+            "CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'NO_AUTO_VALUE_ON_ZERO')"
+        )
+    )
+    return mode
+
+
+def restore_sql_mode(conn: sa.Connection, mode: str) -> None:
+    """Put back the sql_mode :func:`allow_zero_ids` returned."""
+    conn.execute(sa.text("SET SESSION sql_mode = :mode"), {"mode": mode})
+
+
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # Wait for a concurrent writer instead of failing at once with "locked".
     dbapi_connection.execute("PRAGMA busy_timeout = 30000")

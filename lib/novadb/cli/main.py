@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from novadb import dberrors, exit_codes
+from novadb import counts, dberrors, exit_codes
 from novadb.api.operations import (
     archive,
     check,
@@ -485,7 +485,7 @@ def _count(value: str | None, option: str) -> int | None:
 
 
 def _cmd_online(args: argparse.Namespace, out: Output) -> int:
-    max_count = _count(args.max_count, "--max-count")
+    max_count = counts.max_count(args.max_count)
     batch_size = _count(args.batch_size, "--batch-size") or 0
     validate_online(max_count, batch_size, args.target)
     progress = out.progress

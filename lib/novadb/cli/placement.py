@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from novadb import counts
 from novadb.api.operations import (
     heal_allocations,
     placement_audit,
@@ -25,7 +26,7 @@ from novadb.api.options import (
 from novadb.cli.output import Output
 from novadb.cli.progress import stop_on_ctrl_c
 from novadb.config import Settings
-from novadb.errors import BadArgument, BadInput
+from novadb.errors import BadInput
 from novadb.placement.heal import HealOptions
 from novadb.render import placement as render_placement
 
@@ -37,19 +38,6 @@ def _positive(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-
-
-def _max_count(text: str | None) -> int | None:
-    """nova-manage's check and exit code (127) for --max-count."""
-    if text is None:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise BadArgument("Must supply a positive integer for --max-count.")
-    return value
 
 
 def add_parsers(add: AddParser) -> None:
@@ -127,7 +115,7 @@ def _audit(args: argparse.Namespace, out: Output, settings: Settings) -> int:
 def _heal(args: argparse.Namespace, out: Output, settings: Settings) -> int:
     options = HealOptions(
         # nova-manage ignores --max-count (even a bad one) when --instance is given.
-        max_count=_max_count(args.max_count) if args.instance is None else None,
+        max_count=counts.max_count(args.max_count) if args.instance is None else None,
         dry_run=args.dry_run,
         instance=args.instance,
         cell=args.cell,

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from novadb import dberrors, exit_codes
+from novadb import counts, dberrors, exit_codes
 from novadb.batching import Adaptation, Faults, GaveUp, StopWhen
 from novadb.cells import list_cells
 from novadb.config import Settings
@@ -87,8 +87,7 @@ class _Unit:
 
 def validate(max_count: int | None, batch_size: int, database: str) -> None:
     """nova-manage's exit code 127 for a bad count, before anything is opened."""
-    if max_count is not None and max_count < 1:
-        raise BadArgument("Must supply a positive value for --max-count")
+    counts.max_count(max_count)
     if batch_size < 1:
         raise BadArgument("--batch-size must be a positive integer")
     if database not in DATABASES:

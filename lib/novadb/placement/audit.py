@@ -54,6 +54,7 @@ from novadb.placement.db import (
     write,
     writer_lock,
 )
+from novadb.placement.kinds import AuditKind
 from novadb.placement.nova_side import (
     CloudFacts,
     ComputeNode,
@@ -79,14 +80,6 @@ NOVA_CLASSES = frozenset(
 )
 _RATIO_TOLERANCE = 1e-6
 
-FIXES = {
-    "missing-provider": "novadb rebuild-placement (or restart nova-compute on {host})",
-    "name-conflict": "novadb rebuild-placement",
-    "stale-provider": "novadb rebuild-placement (or delete the provider once nothing uses it)",
-    "inventory-mismatch": "restart nova-compute on {host}, or novadb rebuild-placement",
-    "orphan-allocation": "novadb placement-audit --delete",
-}
-
 
 class UnknownProvider(BadArgument):
     """``--resource-provider`` names no provider."""
@@ -96,7 +89,7 @@ class UnknownProvider(BadArgument):
 class AuditFinding:
     """One disagreement: what kind, which provider, the details, the fixing command."""
 
-    kind: str
+    kind: AuditKind
     provider: str  # provider uuid, or the compute node uuid for missing-provider
     name: str
     detail: str
@@ -126,7 +119,9 @@ class AuditResult:
         if not self.deleted_consumers:
             return list(self.findings)
         kept = set(self.changed_consumers)
-        return [f for f in self.findings if f.kind != "orphan-allocation" or f.consumer in kept]
+        return [
+            f for f in self.findings if f.kind != AuditKind.ORPHAN_ALLOCATION or f.consumer in kept
+        ]
 
     @property
     def exit_code(self) -> int:
@@ -219,28 +214,27 @@ def _node_findings(
         holder = by_name.get(node.hypervisor_hostname)
         if only is not None and only not in (node.uuid, holder.uuid if holder else None):
             continue
-        fix_args = {"host": node.host}
         if provider is None:
             if holder is not None and holder.uuid != node.uuid:
                 out.append(
                     AuditFinding(
-                        "name-conflict",
+                        AuditKind.NAME_CONFLICT,
                         holder.uuid,
                         node.hypervisor_hostname,
                         f"provider {holder.uuid} holds the name of compute node {node.uuid} "
                         f"({node.cell}): nova-compute gets 409 creating its provider",
-                        FIXES["name-conflict"],
+                        AuditKind.NAME_CONFLICT.fix,
                     )
                 )
             else:
                 out.append(
                     AuditFinding(
-                        "missing-provider",
+                        AuditKind.MISSING_PROVIDER,
                         node.uuid,
                         node.hypervisor_hostname,
                         f"compute node {node.uuid} on {node.host} (cell {node.cell}) "
                         "has no resource provider",
-                        FIXES["missing-provider"].format(**fix_args),
+                        AuditKind.MISSING_PROVIDER.fix_for(node.host),
                     )
                 )
             continue
@@ -261,11 +255,11 @@ def _node_findings(
         if wrong:
             out.append(
                 AuditFinding(
-                    "inventory-mismatch",
+                    AuditKind.INVENTORY_MISMATCH,
                     provider.uuid,
                     node.hypervisor_hostname,
                     "; ".join(wrong),
-                    FIXES["inventory-mismatch"].format(**fix_args),
+                    AuditKind.INVENTORY_MISMATCH.fix_for(node.host),
                 )
             )
     return out
@@ -284,11 +278,11 @@ def _stale_findings(
         held = len(view.allocations.get(provider.id, {}))
         out.append(
             AuditFinding(
-                "stale-provider",
+                AuditKind.STALE_PROVIDER,
                 provider.uuid,
                 provider.name or "",
                 f"no compute node has this uuid; {held} consumers hold allocations on it",
-                FIXES["stale-provider"],
+                AuditKind.STALE_PROVIDER.fix,
             )
         )
     return out
@@ -396,17 +390,17 @@ def placement_audit(
             )
         progress(Event("placement-audit", "step", f"comparing {len(view.providers)} providers"))
         findings = _node_findings(view, facts.nodes, settings, resource_provider)
-        conflicts = {f.provider for f in findings if f.kind == "name-conflict"}
+        conflicts = {f.provider for f in findings if f.kind == AuditKind.NAME_CONFLICT}
         findings += _stale_findings(view, facts.nodes, conflicts, resource_provider)
         orphans = _orphans(view, facts, building, resource_provider)
         findings += [
             AuditFinding(
-                "orphan-allocation",
+                AuditKind.ORPHAN_ALLOCATION,
                 p.uuid,
                 p.name or "",
                 f"consumer {c} holds {', '.join(classes)} but is no instance or "
                 "in-progress migration on this node",
-                FIXES["orphan-allocation"],
+                AuditKind.ORPHAN_ALLOCATION.fix,
                 consumer=c,
             )
             for p, c, classes in orphans

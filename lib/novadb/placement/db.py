@@ -40,7 +40,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from novadb import dberrors, exit_codes
 from novadb.batching import retrying
-from novadb.connections import is_sqlite
+from novadb.connections import allow_zero_ids, is_sqlite, restore_sql_mode
 from novadb.errors import NovaDbError
 from novadb.locking import DEFAULT_TIMEOUT, database_lock
 
@@ -184,14 +184,11 @@ def _zero_ids_allowed(conn: Connection) -> Iterator[None]:
     if is_sqlite(conn.engine.url):
         yield
         return
-    mode = conn.exec_driver_sql("SELECT @@SESSION.sql_mode").scalar_one()
-    conn.exec_driver_sql(
-        "SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',NO_AUTO_VALUE_ON_ZERO')"
-    )
+    mode = allow_zero_ids(conn)
     try:
         yield
     finally:
-        conn.execute(sa.text("SET SESSION sql_mode = :mode"), {"mode": mode})
+        restore_sql_mode(conn, mode)
 
 
 def ensure_standard_classes(conn: Connection, tables: PlacementTables) -> int:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from novadb import exit_codes
+from novadb import counts, exit_codes
 from novadb.cells import Cell, list_cells
 from novadb.config import Settings
 from novadb.connections import engine_for
@@ -91,8 +91,8 @@ class HealOptions:
             raise BadArgument("The --cell and --instance options are mutually exclusive.")
         if self.force and not self.instance:
             raise BadArgument("The --instance flag is required when using --force flag.")
-        if self.max_count is not None and self.max_count < 1 and not self.instance:
-            raise BadArgument("Must supply a positive integer for --max-count.")
+        if not self.instance:
+            counts.max_count(self.max_count)
         if self.batch_size < 1:
             raise BadArgument("--batch-size must be a positive integer.")
 
