@@ -200,10 +200,10 @@ def _add_archive_commands(add: cli_placement.AddParser) -> None:
         "--max_rows",
         dest="batch_size",
         type=int,
-        default=1000,
+        default=ArchiveOptions.batch_size,
         metavar="N",
         help="parent rows per transaction; without --until-complete, the rows of one run "
-        "(default 1000)",
+        f"(default {ArchiveOptions.batch_size})",
     )
     p.add_argument(
         "--until-complete", action="store_true", help="repeat until nothing is left to archive"
@@ -214,7 +214,11 @@ def _add_archive_commands(add: cli_placement.AddParser) -> None:
     p.add_argument("--all-cells", action="store_true", help="cell0 and every mapped cell")
     p.add_argument("--task-log", action="store_true", help="also archive task_log rows")
     p.add_argument(
-        "--sleep", type=float, default=0.0, metavar="SECONDS", help="pause between batches"
+        "--sleep",
+        type=float,
+        default=ArchiveOptions.sleep,
+        metavar="SECONDS",
+        help="pause between batches",
     )
     p.add_argument(
         "--purge", action="store_true", help="purge all shadow rows after archiving something"
@@ -241,9 +245,9 @@ def _add_archive_commands(add: cli_placement.AddParser) -> None:
     p.add_argument(
         "--batch-size",
         type=int,
-        default=200000,
+        default=PurgeOptions.batch_size,
         metavar="N",
-        help="primary-key values per DELETE transaction (default 200000)",
+        help=f"primary-key values per DELETE transaction (default {PurgeOptions.batch_size})",
     )
     p.add_argument("--dry-run", action="store_true", help="count what would be deleted")
     p.add_argument("--verbose", action="store_true", help="print a line per shadow table")
@@ -267,8 +271,9 @@ def _add_online_command(add: cli_placement.AddParser) -> None:
     p.add_argument(
         "--batch-size",
         metavar="N",
-        default="50",
-        help="rows per migration per batch when running until done (default 50)",
+        default=str(OnlineMigrateOptions.batch_size),
+        help="rows per migration per batch when running until done "
+        f"(default {OnlineMigrateOptions.batch_size})",
     )
     p.add_argument(
         "--database",

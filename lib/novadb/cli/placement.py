@@ -71,9 +71,9 @@ def add_parsers(add: AddParser) -> None:
     p.add_argument(
         "--batch-size",
         type=_positive,
-        default=1000,
+        default=HealOptions.batch_size,
         metavar="N",
-        help="instances per Placement transaction (default 1000)",
+        help=f"instances per Placement transaction (default {HealOptions.batch_size})",
     )
 
     p = add(
