@@ -108,7 +108,8 @@ from charm_results import (
     upgrade_results,
     version_results,
 )
-from nova_package import AptPackages, Installed, Origin, Packages, parse_origin
+from installed import Installed
+from nova_package import AptPackages, Origin, Packages, parse_origin
 from upgrade import UpgradeFailed, migrate_databases
 
 logger = logging.getLogger(__name__)
@@ -268,13 +269,7 @@ class NovaCloudControllerCharm(ops.CharmBase):
         Never raises: what goes wrong is stored and shown by collect-status.
         """
         try:
-            origin = self._origin()
-            installed = self.packages.installed()
-            if upgrade and installed is not None:
-                self._refuse_downgrade(installed, origin)
-            if installed is None or (upgrade and self._behind(installed, origin)):
-                self._maintenance(f"installing nova-common from {origin.text}")
-                installed = self.packages.install(origin)
+            installed = self._install(self._origin(), self.packages.installed(), upgrade=upgrade)
         except NovaDbError as exc:
             self._stored.problem = scrub(str(exc))
             return
@@ -288,6 +283,20 @@ class NovaCloudControllerCharm(ops.CharmBase):
         self._stored.package_release = installed.release
         if self.unit.is_leader():
             self._migrate(installed.release, full=changed, resume=False)
+
+    def _install(self, origin: Origin, installed: Installed | None, *, upgrade: bool) -> Installed:
+        """Install nova-common if missing; with ``upgrade``, move it up to origin's release.
+
+        Never down: an origin older than the installed release is refused.
+        The hooks (``upgrade`` unless action-managed) and the openstack-upgrade
+        action share this.
+        """
+        if upgrade and installed is not None:
+            self._refuse_downgrade(installed, origin)
+        if installed is None or (upgrade and self._behind(installed, origin)):
+            self._maintenance(f"installing nova-common from {origin.text}")
+            installed = self.packages.install(origin)
+        return installed
 
     @staticmethod
     def _behind(installed: Installed, origin: Origin) -> bool:
@@ -551,13 +560,8 @@ class NovaCloudControllerCharm(ops.CharmBase):
         """
 
         def work(_log: ThrottledLog) -> Outcome:
-            origin = self._origin()
             before = self.packages.installed()
-            installed = before
-            if installed is not None:
-                self._refuse_downgrade(installed, origin)
-            if installed is None or self._behind(installed, origin):
-                installed = self.packages.install(origin)
+            installed = self._install(self._origin(), before, upgrade=True)
             self._stored.problem = ""
             if installed.release is None:
                 raise ConfigError(

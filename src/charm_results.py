@@ -36,7 +36,7 @@ from novadb.schema.null_uuid import NullUuidResult
 from novadb.schema.releases import release_label
 from novadb.schema.sync import SyncResult, VersionResult
 
-from nova_package import Installed
+from installed import Installed
 
 Results = dict[str, Any]
 
