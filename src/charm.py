@@ -29,26 +29,41 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import ops
-from novadb.archive.archive import ArchiveOptions, archive
-from novadb.archive.purge import PurgeOptions, purge
-from novadb.check.check import check
-from novadb.check.placement import placement_findings
+from novadb import dberrors, exit_codes
+from novadb.api.operations import (
+    archive,
+    check,
+    heal_allocations,
+    null_instance_uuid_scan,
+    online_migrate,
+    placement_audit,
+    purge,
+    rebuild_placement,
+    restore_placement,
+    sync,
+    sync_aggregates,
+    version,
+)
+from novadb.api.options import (
+    CheckOptions,
+    NullUuidScanOptions,
+    OnlineMigrateOptions,
+    PlacementAuditOptions,
+    RebuildPlacementOptions,
+    RestorePlacementOptions,
+    SyncAggregatesOptions,
+    SyncOptions,
+    VersionOptions,
+)
+from novadb.archive.archive import ArchiveOptions
+from novadb.archive.purge import PurgeOptions
 from novadb.config import Settings
 from novadb.connections import probe
 from novadb.errors import BadInput, ConfigError, NovaDbError
-from novadb.online.runner import online_migrate
-from novadb.placement.aggregates import sync_aggregates
-from novadb.placement.audit import placement_audit
-from novadb.placement.heal import HealOptions, heal_allocations
-from novadb.placement.rebuild import (
-    EXIT_PROBLEMS,
-    default_backup_path,
-    rebuild_placement,
-    restore,
-)
-from novadb.schema.null_uuid import null_instance_uuid_scan
+from novadb.placement.heal import HealOptions
+from novadb.placement.rebuild import default_backup_path
 from novadb.schema.releases import RELEASES, release_label
-from novadb.schema.sync import sync, version
+from sqlalchemy.exc import DBAPIError
 
 import credentials
 import unit_status
@@ -93,7 +108,8 @@ from charm_results import (
     upgrade_results,
     version_results,
 )
-from nova_package import AptPackages, Installed, Origin, Packages, parse_origin
+from installed import Installed
+from nova_package import AptPackages, Origin, Packages, parse_origin
 from upgrade import UpgradeFailed, migrate_databases
 
 logger = logging.getLogger(__name__)
@@ -253,13 +269,7 @@ class NovaCloudControllerCharm(ops.CharmBase):
         Never raises: what goes wrong is stored and shown by collect-status.
         """
         try:
-            origin = self._origin()
-            installed = self.packages.installed()
-            if upgrade and installed is not None:
-                self._refuse_downgrade(installed, origin)
-            if installed is None or (upgrade and self._behind(installed, origin)):
-                self._maintenance(f"installing nova-common from {origin.text}")
-                installed = self.packages.install(origin)
+            installed = self._install(self._origin(), self.packages.installed(), upgrade=upgrade)
         except NovaDbError as exc:
             self._stored.problem = scrub(str(exc))
             return
@@ -273,6 +283,20 @@ class NovaCloudControllerCharm(ops.CharmBase):
         self._stored.package_release = installed.release
         if self.unit.is_leader():
             self._migrate(installed.release, full=changed, resume=False)
+
+    def _install(self, origin: Origin, installed: Installed | None, *, upgrade: bool) -> Installed:
+        """Install nova-common if missing; with ``upgrade``, move it up to origin's release.
+
+        Never down: an origin older than the installed release is refused.
+        The hooks (``upgrade`` unless action-managed) and the openstack-upgrade
+        action share this.
+        """
+        if upgrade and installed is not None:
+            self._refuse_downgrade(installed, origin)
+        if installed is None or (upgrade and self._behind(installed, origin)):
+            self._maintenance(f"installing nova-common from {origin.text}")
+            installed = self.packages.install(origin)
+        return installed
 
     @staticmethod
     def _behind(installed: Installed, origin: Origin) -> bool:
@@ -357,14 +381,13 @@ class NovaCloudControllerCharm(ops.CharmBase):
             if release is None and params.revision is None:
                 installed = self._installed_release()
                 release = RELEASES[installed][0] if installed is not None else None
-            result = sync(
-                self._settings(),
-                params.database,
+            options = SyncOptions(
+                database=params.database,
                 revision=params.revision,
                 release=release,
                 local_cell=params.local_cell,
-                progress=log,
             )
+            result = sync(self._settings(), options, progress=log)
             return sync_results(result, release), None
 
         self._run(event, work)
@@ -373,7 +396,8 @@ class NovaCloudControllerCharm(ops.CharmBase):
         params = event.load_params(VersionParams, errors="fail")
 
         def work(_log: ThrottledLog) -> Outcome:
-            result = version(self._settings(), params.database, local_cell=params.local_cell)
+            options = VersionOptions(database=params.database, local_cell=params.local_cell)
+            result = version(self._settings(), options)
             return version_results(result), None
 
         self._run(event, work)
@@ -383,16 +407,13 @@ class NovaCloudControllerCharm(ops.CharmBase):
         self._refresh = True  # the schema may change: status looks again
 
         def work(log: ThrottledLog) -> Outcome:
-            result = online_migrate(
-                self._settings(),
-                max_count=params.max_count,
-                batch_size=params.batch_size,
-                database=params.database,
-                all_cells=params.all_cells,
-                progress=log,
-            )
+            # The action's params are the library's options, name for name.
+            options = OnlineMigrateOptions(**dataclasses.asdict(params))
+            result = online_migrate(self._settings(), options, progress=log)
             # 1 (more to do) is reported as more-to-do; 2, a migration failed, fails.
-            failure = online_failure(result) if result.exit_code == 2 else None
+            failure = (
+                online_failure(result) if result.exit_code == exit_codes.ONLINE_FAILED else None
+            )
             return online_results(result), failure
 
         self._run(event, work)
@@ -448,7 +469,8 @@ class NovaCloudControllerCharm(ops.CharmBase):
         params = event.load_params(NullUuidParams, errors="fail")
 
         def work(log: ThrottledLog) -> Outcome:
-            result = null_instance_uuid_scan(self._settings(), delete=params.delete, progress=log)
+            options = NullUuidScanOptions(delete=params.delete)
+            result = null_instance_uuid_scan(self._settings(), options, progress=log)
             return null_uuid_results(result), None
 
         self._run(event, work)
@@ -457,8 +479,8 @@ class NovaCloudControllerCharm(ops.CharmBase):
         params = event.load_params(CheckParams, errors="fail")
 
         def work(log: ThrottledLog) -> Outcome:
-            placement = None if params.no_placement else placement_findings
-            result = check(self._settings(), progress=log, placement=placement)
+            options = CheckOptions(placement=not params.no_placement)
+            result = check(self._settings(), options, progress=log)
             # A report: 0, 1 and 2 all succeed; exit-code carries the verdict.
             return check_results(result), None
 
@@ -468,12 +490,8 @@ class NovaCloudControllerCharm(ops.CharmBase):
         params = event.load_params(PlacementAuditParams, errors="fail")
 
         def work(log: ThrottledLog) -> Outcome:
-            result = placement_audit(
-                self._settings(),
-                delete=params.delete,
-                resource_provider=params.resource_provider,
-                progress=log,
-            )
+            options = PlacementAuditOptions(**dataclasses.asdict(params))
+            result = placement_audit(self._settings(), options, progress=log)
             # 0, 3 and 4 report an outcome; an unknown provider (127) raises.
             return audit_results(result), None
 
@@ -496,7 +514,8 @@ class NovaCloudControllerCharm(ops.CharmBase):
         params = event.load_params(SyncAggregatesParams, errors="fail")
 
         def work(log: ThrottledLog) -> Outcome:
-            result = sync_aggregates(self._settings(), dry_run=params.dry_run, progress=log)
+            options = SyncAggregatesOptions(dry_run=params.dry_run)
+            result = sync_aggregates(self._settings(), options, progress=log)
             # 4, 5 and 2 (hosts not resolved) fail; a host with two nodes (1) raises.
             failure = aggregates_failure(result) if result.exit_code else None
             return aggregates_results(result), failure
@@ -513,19 +532,22 @@ class NovaCloudControllerCharm(ops.CharmBase):
                         "restore takes no other rebuild-placement param (backup, dry-run, force)"
                     )
                 path = _backup_path(params.restore)
-                return restore_results(restore(self._settings(), str(path), progress=log)), None
+                options = RestorePlacementOptions(str(path))
+                restored = restore_placement(self._settings(), options, progress=log)
+                return restore_results(restored), None
             path = _backup_path(params.backup or default_backup_path())
             if path.parent == BACKUP_DIR and not params.dry_run:
                 BACKUP_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
-            result = rebuild_placement(
-                self._settings(),
-                backup=str(path),
-                dry_run=params.dry_run,
-                force=params.force,
-                progress=log,
+            options = RebuildPlacementOptions(
+                backup=str(path), dry_run=params.dry_run, force=params.force
             )
+            result = rebuild_placement(self._settings(), options, progress=log)
             # 0 and a dry run's 5 succeed; 3 (rebuilt, with problems) fails; refusal raises.
-            failure = rebuild_failure(result) if result.exit_code == EXIT_PROBLEMS else None
+            failure = (
+                rebuild_failure(result)
+                if result.exit_code == exit_codes.REBUILD_PROBLEMS
+                else None
+            )
             return rebuild_results(result), failure
 
         self._run(event, work)
@@ -538,13 +560,8 @@ class NovaCloudControllerCharm(ops.CharmBase):
         """
 
         def work(_log: ThrottledLog) -> Outcome:
-            origin = self._origin()
             before = self.packages.installed()
-            installed = before
-            if installed is not None:
-                self._refuse_downgrade(installed, origin)
-            if installed is None or self._behind(installed, origin):
-                installed = self.packages.install(origin)
+            installed = self._install(self._origin(), before, upgrade=True)
             self._stored.problem = ""
             if installed.release is None:
                 raise ConfigError(
@@ -607,6 +624,10 @@ class NovaCloudControllerCharm(ops.CharmBase):
                 )
         except NovaDbError as exc:
             level, message = "blocked", str(exc)
+        except DBAPIError as exc:
+            # The server answered the probe but failed the schema inspection (a
+            # privilege, a lost connection): one line, never the SQL, never error.
+            level, message = "blocked", f"cannot read the schema: {dberrors.message(exc)}"
         except Exception as exc:  # noqa: BLE001 - status must never put the unit in error
             logger.error("status check failed:\n%s", scrub(traceback.format_exc()))
             level, message = "blocked", f"cannot read the schema: {type(exc).__name__}: {exc}"

@@ -13,6 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import ops
+from novadb.api.options import ONLINE_BATCH_SIZE, Database, MigrationSet
+from novadb.archive.archive import ArchiveOptions
+from novadb.archive.purge import PurgeOptions
+from novadb.placement.heal import HealOptions
 from novadb.progress import Event
 
 
@@ -34,7 +38,7 @@ class CharmConfig:
 class SyncParams:
     """Params of the sync action."""
 
-    database: str = "all"
+    database: Database = "all"
     revision: str | None = None
     release: str | None = None
     local_cell: bool = False
@@ -44,7 +48,7 @@ class SyncParams:
 class VersionParams:
     """Params of the version action."""
 
-    database: str = "all"
+    database: Database = "all"
     local_cell: bool = False
 
 
@@ -53,8 +57,8 @@ class OnlineMigrateParams:
     """Params of the online-migrate action."""
 
     max_count: int | None = None
-    batch_size: int = 50
-    database: str = "all"
+    batch_size: int = ONLINE_BATCH_SIZE
+    database: MigrationSet = "all"
     all_cells: bool = False
 
 
@@ -62,12 +66,12 @@ class OnlineMigrateParams:
 class ArchiveParams:
     """Params of the archive action (the CLI's options)."""
 
-    batch_size: int = 1000
+    batch_size: int = ArchiveOptions.batch_size
     until_complete: bool = False
     before: str | None = None
     all_cells: bool = False
     task_log: bool = False
-    sleep: float = 0.0
+    sleep: float = ArchiveOptions.sleep
     purge: bool = False
     max_runtime: float | None = None
     dry_run: bool = False
@@ -80,7 +84,7 @@ class PurgeParams:
     before: str | None = None
     all: bool = False
     all_cells: bool = False
-    batch_size: int = 200000
+    batch_size: int = PurgeOptions.batch_size
     dry_run: bool = False
 
 
@@ -115,7 +119,7 @@ class HealAllocationsParams:
     instance: str | None = None
     cell: str | None = None
     force: bool = False
-    batch_size: int = 1000
+    batch_size: int = HealOptions.batch_size
 
 
 @dataclass(frozen=True)
@@ -139,8 +143,8 @@ class RebuildPlacementParams:
 class ArchiveDataParams:
     """COU's archive-data: batch-size, bounded by max-runtime."""
 
-    batch_size: int = 1000
-    max_runtime: float = 3000.0
+    batch_size: int = ArchiveOptions.batch_size
+    max_runtime: float = 3000.0  # COU's action bounds each run; the CLI's has no bound
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,16 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from novadb import exit_codes
 from novadb.archive.archive import ArchiveResult
 from novadb.archive.purge import PurgeResult
 from novadb.check.check import CheckResult
-from novadb.findings import EXIT_CODES
 from novadb.online.runner import OnlineResult
 from novadb.placement.aggregates import AggregatesResult
-from novadb.placement.audit import FIXES, AuditResult
+from novadb.placement.audit import AuditResult
 from novadb.placement.backup.database import RestoreResult
 from novadb.placement.heal import HealResult
+from novadb.placement.kinds import AuditKind
 from novadb.placement.rebuild import RebuildResult
 from novadb.render import operations as render
 from novadb.render.placement import SHOWN
@@ -35,7 +36,7 @@ from novadb.schema.null_uuid import NullUuidResult
 from novadb.schema.releases import release_label
 from novadb.schema.sync import SyncResult, VersionResult
 
-from nova_package import Installed
+from installed import Installed
 
 Results = dict[str, Any]
 
@@ -155,7 +156,7 @@ def online_results(result: OnlineResult) -> Results:
     out: Results = {
         "done": result.done,
         "complete": result.complete,
-        "more-to-do": result.exit_code == 1,
+        "more-to-do": result.exit_code == exit_codes.ONLINE_MORE,
         "output": render.online_text(result),
     }
     for m in result.migrations:
@@ -263,7 +264,6 @@ def check_results(result: CheckResult) -> Results:
         "info": result.count("info"),
         "elapsed": round(result.elapsed, 3),
     }
-    worst_first = sorted(result.findings, key=lambda f: -EXIT_CODES[f.severity])
     findings = [
         {
             "severity": f.severity,
@@ -274,7 +274,7 @@ def check_results(result: CheckResult) -> Results:
             "summary": f.summary,
             "fix": as_action(f.fix) if f.fix else f.fix,
         }
-        for f in worst_first
+        for f in render.worst_first(result.findings)
     ]
     out.update(numbered("findings", findings, LISTED))
     return out
@@ -295,7 +295,7 @@ def audit_results(result: AuditResult) -> Results:
         "deleted.allocations": result.deleted_allocations,
         "elapsed": round(result.elapsed, 3),
     }
-    out.update({result_key("found", kind): result.count(kind) for kind in FIXES})
+    out.update({result_key("found", kind.value): result.count(kind) for kind in AuditKind})
     if result.changed_consumers:
         out["changed-consumers"] = len(result.changed_consumers)
     findings = [
@@ -426,9 +426,9 @@ def rebuild_results(result: RebuildResult) -> Results:
         out["aggregates.exit-code"] = result.aggregates.exit_code
     if result.audit is not None:
         out["audit.findings"] = len(result.audit.findings)
-        for kind in FIXES:
+        for kind in AuditKind:
             if result.audit.count(kind):
-                out[result_key("audit", "found", kind)] = result.audit.count(kind)
+                out[result_key("audit", "found", kind.value)] = result.audit.count(kind)
     return out
 
 
@@ -455,7 +455,7 @@ def rebuild_failure(result: RebuildResult) -> str:
 def restore_results(result: RestoreResult) -> Results:
     """Rows restored per table, and the rows the restore had to adjust."""
     out: Results = {
-        "exit-code": 0,
+        "exit-code": result.exit_code,
         "path": str(result.path),
         "revision": result.revision,
         "total": sum(result.rows.values()),

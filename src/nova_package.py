@@ -28,6 +28,8 @@ from charmlibs import apt
 from novadb.errors import BadInput, ConfigError
 from novadb.schema.releases import RELEASES, release_for_nova_version, release_index
 
+from installed import Installed
+
 PACKAGE = "nova-common"
 CLOUD_ARCHIVE = "http://ubuntu-cloud.archive.canonical.com/ubuntu"
 CLOUD_KEYRING = "ubuntu-cloud-keyring"
@@ -144,14 +146,6 @@ def upstream_version(debian_version: str) -> str:
     if "-" in version:
         version = version.rsplit("-", 1)[0]
     return version.replace("~", "")
-
-
-@dataclass(frozen=True)
-class Installed:
-    """The installed Nova package: its upstream version and the release it is."""
-
-    version: str
-    release: int | None
 
 
 class Packages(Protocol):

@@ -20,12 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from novadb import exit_codes
+from novadb.api.operations import online_migrate, sync, version
+from novadb.api.options import OnlineMigrateOptions, SyncOptions
 from novadb.config import Settings
 from novadb.errors import NovaDbError
-from novadb.online.runner import online_migrate
 from novadb.progress import Event, Progress
 from novadb.schema.releases import RELEASES, release_label, schema_position
-from novadb.schema.sync import sync, version
 
 # The action that resumes an upgrade whose database steps failed.
 RESUME = "openstack-upgrade"
@@ -84,18 +85,19 @@ def migrate_databases(
         log(event)
 
     try:
-        synced = sync(settings, "all", release=RELEASES[release][0], progress=on_sync)
+        options = SyncOptions(release=RELEASES[release][0])
+        synced = sync(settings, options, progress=on_sync)
     except Exception as exc:  # noqa: BLE001 - one line, whatever the library raised
         raise UpgradeFailed(f"upgrade to {label} failed in sync: {_first(exc)}; {resume}") from exc
 
     status(f"running online migrations for {label}")
     try:
-        online = online_migrate(settings, all_cells=True, progress=log)
+        online = online_migrate(settings, OnlineMigrateOptions(all_cells=True), progress=log)
     except Exception as exc:  # noqa: BLE001
         raise UpgradeFailed(
             f"upgrade to {label} failed in online-migrate: {_first(exc)}; {resume}"
         ) from exc
-    if online.exit_code == 2 or not online.complete:
+    if online.exit_code == exit_codes.ONLINE_FAILED or not online.complete:
         failed = [f"{m.name}: {m.error}" for m in online.migrations if m.error]
         what = "; ".join(failed) or "migrations left rows they could not migrate"
         raise UpgradeFailed(f"upgrade to {label} failed in online-migrate: {what}; {resume}")

@@ -255,7 +255,7 @@ class Faults:
             return max(self.stop.deadline, floor)
         return since + self.conflict_budget
 
-    def call(
+    def call(  # noqa: C901 - one retry policy: each fault class (lost, conflict, too big) is a branch
         self,
         work: Callable[[], T],
         *,

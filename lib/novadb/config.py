@@ -205,3 +205,44 @@ def load_settings(
         sources=tuple(str(p) for p in paths),
         options=options,
     )
+
+
+# nova.conf's initial_<kind>_allocation_ratio defaults (Nova since Stein).
+INITIAL_ALLOCATION_RATIOS = {"cpu": 4.0, "ram": 1.0, "disk": 1.0}
+
+
+def _ratio_option(settings: Settings, name: str) -> float | None:
+    raw = settings.option("DEFAULT", name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        # nova-compute refuses to start on it (oslo.config FloatOpt), so no
+        # ratio Nova uses can come from it: say so instead of guessing.
+        raise ConfigError(f"[DEFAULT]{name} = {raw!r} is not a number") from None
+    if value < 0:
+        raise ConfigError(f"[DEFAULT]{name} = {raw!r} is negative")
+    return value
+
+
+def allocation_ratio(
+    settings: Settings, kind: str, stored: float | None = None
+) -> tuple[float, str]:
+    """Nova's allocation ratio for ``kind`` (cpu, ram, disk), and where it comes from.
+
+    Nova's rule (``ComputeDriver._get_allocation_ratios`` and Stein's
+    ``migrate_empty_ratio``): ``[DEFAULT]<kind>_allocation_ratio`` when set and
+    not 0.0 overrides everything; else the ``stored`` value (a compute node's
+    column, what Nova last wrote) when it is above 0; else
+    ``[DEFAULT]initial_<kind>_allocation_ratio`` (4.0 / 1.0 / 1.0).  The
+    second item names the option (or ``compute_nodes``) the value came from.
+    """
+    name = f"{kind}_allocation_ratio"
+    configured = _ratio_option(settings, name)
+    if configured:
+        return configured, name
+    if stored is not None and stored > 0:
+        return stored, "compute_nodes"
+    initial = _ratio_option(settings, f"initial_{name}")
+    return (INITIAL_ALLOCATION_RATIOS[kind] if initial is None else initial), f"initial_{name}"

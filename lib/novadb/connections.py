@@ -123,6 +123,28 @@ def _on_mysql_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def allow_zero_ids(conn: sa.Connection) -> str:
+    """Add ``NO_AUTO_VALUE_ON_ZERO`` to the session's sql_mode; return the mode it replaced.
+
+    Placement's resource class VCPU has id 0, which MySQL otherwise replaces
+    with the next AUTO_INCREMENT value.  The one place novadb toggles it;
+    :func:`restore_sql_mode` puts the returned mode back.
+    """
+    mode = str(conn.execute(sa.text("SELECT @@SESSION.sql_mode")).scalar() or "")
+    conn.execute(
+        sa.text(
+            "SET SESSION sql_mode = "
+            "CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'NO_AUTO_VALUE_ON_ZERO')"
+        )
+    )
+    return mode
+
+
+def restore_sql_mode(conn: sa.Connection, mode: str) -> None:
+    """Put back the sql_mode :func:`allow_zero_ids` returned."""
+    conn.execute(sa.text("SET SESSION sql_mode = :mode"), {"mode": mode})
+
+
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # Wait for a concurrent writer instead of failing at once with "locked".
     dbapi_connection.execute("PRAGMA busy_timeout = 30000")
@@ -139,7 +161,7 @@ def create_engine(url: str | URL, *, create: bool = False) -> Engine:
     if is_sqlite(parsed):
         path = sqlite_path(parsed)
         if path is not None and not create and not path.exists():
-            raise DatabaseUnreachable(_missing_sqlite(path), exit_code=3)
+            raise DatabaseUnreachable(_missing_sqlite(path))
         if path is not None and create:
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(parsed)
@@ -206,7 +228,7 @@ def _check_connect(engine: Engine, where: str) -> None:
         _connect_once(engine)
     except DBAPIError as exc:
         engine.dispose()
-        raise DatabaseUnreachable(_cannot_connect(exc, where, engine.url), exit_code=3) from exc
+        raise DatabaseUnreachable(_cannot_connect(exc, where, engine.url)) from exc
 
 
 def probe(url: str | URL, timeout: float = 3.0) -> str | None:

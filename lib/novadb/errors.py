@@ -1,34 +1,22 @@
 """Typed errors: each carries its one-line message and the CLI exit code.
 
 The CLI prints ``str(error)`` and exits with ``error.exit_code``; the charm fails
-the action with the same text.  Neither ever parses exception text.
+the action with the same text.  Neither ever parses exception text.  Each
+class's default code is the one it is really raised with (the codes are named
+in ``novadb.exit_codes``); a raiser passes ``exit_code`` only where the
+operation it mirrors has its own number for the same fault (archive's bad date
+is 4, nova-manage's bad count 127).
 """
 
 from __future__ import annotations
 
-# Exit codes shared by several operations, named here so that one module says
-# what each means (README's exit-code table documents them).
-EXIT_PROBLEM = 1  # a schema or data problem that needs the operator
-EXIT_BAD_INPUT = 2  # usage, values, dates
-EXIT_UNREACHABLE = 3  # cannot connect, credentials or privileges refused
-# The database failed under a run (a lost server, conflicts that did not stop)
-# for longer than the run's retry budget: nothing is lost or half-done, and
-# running the same command again finishes the job.  75 is sysexits' EX_TEMPFAIL.
-EXIT_DATABASE_FAULT = 75
-# Placement's own database is not configured ([placement_database]/connection
-# unset): the Placement operations cannot run.  78 is sysexits' EX_CONFIG.
-EXIT_PLACEMENT_NOT_CONFIGURED = 78
-EXIT_INTERRUPTED = 130
-# Another novadb run holds the database's lock; and (archive) a table failed.
-EXIT_LOCK_BUSY = 255
-EXIT_TABLE_FAILED = 255
-EXIT_UNEXPECTED = 255
+from novadb import exit_codes
 
 
 class NovaDbError(Exception):
     """Base of every error novadb reports to an operator."""
 
-    exit_code: int = 1
+    exit_code: int = exit_codes.PROBLEM
 
     def __init__(self, message: str, *, exit_code: int | None = None) -> None:
         super().__init__(message)
@@ -54,7 +42,7 @@ class PlacementNotConfigured(ConfigError):
     elsewhere, so novadb never guesses: it says what to pass.
     """
 
-    exit_code = EXIT_PLACEMENT_NOT_CONFIGURED
+    exit_code = exit_codes.PLACEMENT_NOT_CONFIGURED
 
     def __init__(self, message: str = PLACEMENT_NOT_CONFIGURED) -> None:
         super().__init__(message)
@@ -63,11 +51,23 @@ class PlacementNotConfigured(ConfigError):
 class BadInput(NovaDbError):
     """An option value is invalid (a date, a count, a revision, a release)."""
 
-    exit_code = EXIT_BAD_INPUT
+    exit_code = exit_codes.BAD_INPUT
+
+
+class BadArgument(BadInput):
+    """An option value nova-manage refuses with its argument-parsing code, 127.
+
+    Raised where novadb mirrors nova-manage (online-migrate, heal-allocations,
+    placement-audit) so that scripts written for nova-manage keep working.
+    """
+
+    exit_code = exit_codes.NOVA_MANAGE_BAD_INPUT
 
 
 class DatabaseUnreachable(NovaDbError):
     """A database cannot be reached or refuses our credentials."""
+
+    exit_code = exit_codes.UNREACHABLE
 
 
 class SchemaError(NovaDbError):
@@ -78,10 +78,6 @@ class UnknownRevision(SchemaError):
     """A database is stamped with a revision that is not in our chain."""
 
 
-class SchemaDriftError(SchemaError):
-    """A table (or its shadow twin) differs from what Nova's schema says."""
-
-
 class BlockerFound(NovaDbError):
     """Data would make a pending migration fail; nothing was changed."""
 
@@ -89,7 +85,15 @@ class BlockerFound(NovaDbError):
 class AccessDenied(DatabaseUnreachable):
     """The database user lacks a privilege the operation needs (nothing was changed)."""
 
-    exit_code = EXIT_UNREACHABLE
+
+class Interrupted(NovaDbError):
+    """The caller's stop event was set where the operation has no safe point to stop at.
+
+    Raised before such an operation begins (nothing was done), and by
+    operations that stop at a safe point whose message says what is left.
+    """
+
+    exit_code = exit_codes.INTERRUPTED
 
 
 class DatabaseFault(NovaDbError):
@@ -99,7 +103,7 @@ class DatabaseFault(NovaDbError):
     message says what was done and that a rerun finishes the job.
     """
 
-    exit_code = EXIT_DATABASE_FAULT
+    exit_code = exit_codes.DATABASE_FAULT
 
 
 class LockLost(DatabaseFault):
@@ -109,4 +113,4 @@ class LockLost(DatabaseFault):
 class LockTimeout(NovaDbError):
     """Another novadb run holds this database's lock."""
 
-    exit_code = EXIT_LOCK_BUSY
+    exit_code = exit_codes.LOCK_BUSY

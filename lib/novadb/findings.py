@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from novadb import exit_codes
+
 Severity = Literal["blocker", "warning", "info"]
 
 BLOCKER: Severity = "blocker"
@@ -17,7 +19,11 @@ WARNING: Severity = "warning"
 INFO: Severity = "info"
 
 # Exit code of a run whose worst finding has this severity (none at all: 0).
-EXIT_CODES: dict[Severity, int] = {BLOCKER: 2, WARNING: 1, INFO: 0}
+EXIT_CODES: dict[Severity, int] = {
+    BLOCKER: exit_codes.CHECK_BLOCKERS,
+    WARNING: exit_codes.CHECK_WARNINGS,
+    INFO: exit_codes.CHECK_CLEAN,
+}
 
 
 @dataclass(frozen=True)

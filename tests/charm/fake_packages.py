@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from novadb.schema.releases import RELEASES, release_for_nova_version
 
-from nova_package import Installed, Origin, PackageError
+from installed import Installed
+from nova_package import Origin, PackageError
 
 # Nova's major version per release index: xena (0) is 24, hibiscus (10) is 34.
 FIRST_MAJOR = 24

@@ -24,6 +24,7 @@ from novadb.sample.cloud import CloudSpec, populate
 from novadb.schema import revisions
 from novadb.schema.sync import sync
 from ops import testing
+from sqlalchemy.exc import OperationalError
 
 from charm import NovaCloudControllerCharm
 from tests.charm.fake_packages import FakePackages
@@ -251,3 +252,28 @@ def test_a_package_that_will_not_install_blocks_with_what_to_do(
     assert out.unit_status == ops.BlockedStatus(packages.fail_install)
     assert caracal.revision("main") == MAIN_AT["2024.1"]
     assert dataclasses.replace(out).workload_version == "29.2.0"
+
+
+def test_a_database_error_while_reading_the_schema_blocks_with_one_line(
+    caracal: Caracal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server answers the probe, then refuses the schema inspection: a raw
+    # DBAPIError, which must neither put the unit in error nor show SQL.
+    import charm
+
+    def refused(*_args: object, **_kwargs: object) -> None:
+        raise OperationalError(
+            "SELECT version_num FROM alembic_version",
+            {},
+            Exception(
+                1142, "SELECT command denied to user 'nova'@'%' for table 'alembic_version'"
+            ),
+        )
+
+    monkeypatch.setattr(charm, "version", refused)
+    ctx = context()
+    out = ctx.run(ctx.on.update_status(), caracal.state(leader=True))
+    assert out.unit_status == ops.BlockedStatus(
+        "cannot read the schema: (1142) SELECT command denied to user 'nova'@'%' for table "
+        f"'alembic_version'; {CONF}"
+    )

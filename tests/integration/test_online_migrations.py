@@ -1322,7 +1322,7 @@ def test_runner_max_count_and_exit_codes(cloud: Cloud) -> None:
         with pytest.raises(BadInput) as raised:
             online_migrate(settings, max_count=bad)
         assert raised.value.exit_code == 127
-        assert str(raised.value) == "Must supply a positive value for --max-count"
+        assert str(raised.value) == "Must supply a positive integer for --max-count."
 
     # A migration that fails does not stop the others: 2 when running to completion,
     # 1 with --max-count when other work was done (nova-manage's rules).

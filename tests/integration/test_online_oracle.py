@@ -1005,24 +1005,8 @@ def test_updated_at_of_migrated_rows_is_novas(nova_manage: str, blank: Cloud, la
     base = lab.derive(blank, work)
     a, b, theirs, _, started = _migrate(nova_manage, lab, base)
     assert theirs.rc == 0, theirs
-    assert state_differences(base, a, b, started, updated_at=False) == []
-    problems = state_differences(base, a, b, started)
-    if problems:
-        changed = {"instances", "compute_nodes", "block_device_mapping", "pci_devices",
-                   "migrations"}  # fmt: skip
-        _only(problems, {f"cell.{t}" for t in changed} | {"api.instance_mappings"})
-
-        def nulls(pair: Pair) -> dict[str, int]:
-            sql = "SELECT COUNT(*) FROM {} WHERE updated_at IS NULL"
-            out = {t: int(scalar(pair.main, sql.format(t))) for t in changed}
-            mappings = sql.format("instance_mappings")
-            return out | {"instance_mappings": int(scalar(pair.api, mappings))}
-
-        assert (nulls(a), nulls(b)) == (
-            dict.fromkeys([*changed, "instance_mappings"], 0),
-            dict.fromkeys([*changed, "instance_mappings"], 1),
-        )
-        raise NovaDiffers("\n".join(problems))
+    # updated_at included: novadb stamps every row it migrates, as Nova does.
+    assert state_differences(base, a, b, started) == []
 
 
 @pytest.mark.xfail(
@@ -1161,11 +1145,10 @@ def test_vifs_of_another_cell_are_novas(nova_manage: str, blank: Cloud, lab: Lab
         vifs = column(url, "SELECT uuid FROM virtual_interfaces WHERE deleted = 0 ORDER BY id")
         uuids = column(url, "SELECT uuid IS NOT NULL FROM block_device_mapping")
         outcome[label] = (vifs, uuids == [True])
-    expected = ([port, FAKE_UUID], False)
-    if outcome["novadb"] != expected and outcome["all-cells"] != expected:
-        assert outcome == {
-            "nova": ([port, FAKE_UUID], False),
-            "novadb": ([], False),
-            "all-cells": ([port, FAKE_UUID], True),
-        }
-        raise NovaDiffers(f"cell2 (live VIF uuids, BDM uuid filled): {outcome}")
+    # Nova is the oracle: its VIF walk visits every mapped cell, so cell2's
+    # instance gets its VIF rows (and the marker), while the per-cell BDM
+    # migration runs on [database] only.  novadb's plain run must do the same;
+    # --all-cells (novadb's own) also runs the per-cell migrations in cell2.
+    assert outcome["nova"] == ([port, FAKE_UUID], False), outcome
+    assert outcome["novadb"] == outcome["nova"], outcome
+    assert outcome["all-cells"] == ([port, FAKE_UUID], True), outcome

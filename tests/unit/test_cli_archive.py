@@ -403,8 +403,8 @@ def test_failed_table_exits_255_with_one_line_per_failure(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--max-count", "0"], "Must supply a positive value for --max-count"),
-        (["--max-count", "many"], "Must supply a positive value for --max-count"),
+        (["--max-count", "0"], "Must supply a positive integer for --max-count."),
+        (["--max-count", "many"], "Must supply a positive integer for --max-count."),
         (["--batch-size", "0"], "--batch-size must be a positive integer"),
     ],
 )

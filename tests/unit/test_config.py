@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from novadb import exit_codes
 from novadb.config import NO_CONFIGURATION, default_config_files, load_settings
 from novadb.errors import (
-    EXIT_PLACEMENT_NOT_CONFIGURED,
     PLACEMENT_NOT_CONFIGURED,
     ConfigError,
     PlacementNotConfigured,
@@ -402,7 +402,7 @@ def test_placement_fallback_is_not_configured() -> None:
     with pytest.raises(PlacementNotConfigured) as raised:
         settings.placement_url()
     assert str(raised.value) == PLACEMENT_NOT_CONFIGURED
-    assert raised.value.exit_code == EXIT_PLACEMENT_NOT_CONFIGURED == 78
+    assert raised.value.exit_code == exit_codes.PLACEMENT_NOT_CONFIGURED == 78
 
 
 @pytest.mark.parametrize("via", ["option", "file"])

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from novadb import dberrors
+from novadb import dberrors, exit_codes
 from novadb.archive.drift import create_shadow_fix, describe, shadow_problems
 from novadb.archive.graph import load_graph
 from novadb.archive.purge import PurgeOptions, purge
@@ -54,7 +54,6 @@ from novadb.config import Settings
 from novadb.connections import create_engine, mask
 from novadb.dates import parse_before
 from novadb.errors import (
-    EXIT_TABLE_FAILED,
     AccessDenied,
     BadInput,
     DatabaseFault,
@@ -102,7 +101,11 @@ class ArchiveOptions:
         """``before_text`` parsed as nova-manage parses it (a bad date: exit code 4)."""
         if self.before_text is None:
             return self
-        return replace(self, before=parse_before(self.before_text, exit_code=4), before_text=None)
+        return replace(
+            self,
+            before=parse_before(self.before_text, exit_code=exit_codes.ARCHIVE_BAD_DATE),
+            before_text=None,
+        )
 
     def validate(self) -> None:
         """Refuse values nova-manage refuses, with its exit code 2."""
@@ -159,11 +162,24 @@ class ArchiveResult:
     halvings: int = 0  # batches split: too big for the server, or conflicting again and again
     reconnects: int = 0  # lost connections the run resumed from
 
+    @property
+    def exit_code(self) -> int:
+        """nova-manage's: 1 while rows were archived (run again), 0 once nothing was.
+
+        255 when a table failed (the other tables' rows still moved); a dry
+        run moved nothing, so it is 0.
+        """
+        if self.failures:
+            return exit_codes.ARCHIVE_TABLE_FAILED
+        if self.total and not self.dry_run:
+            return exit_codes.ARCHIVE_MOVED
+        return exit_codes.ARCHIVE_NOTHING
+
 
 class ShadowConflict(NovaDbError):
     """A shadow table already holds ids a batch would move there."""
 
-    exit_code = EXIT_TABLE_FAILED
+    exit_code = exit_codes.ARCHIVE_TABLE_FAILED
 
 
 class _Mismatch(Exception):
@@ -551,7 +567,7 @@ class _CellRun:
                     "transaction size limit; raise the limit (e.g. "
                     "group_replication_transaction_size_limit, wsrep_max_ws_rows, "
                     "wsrep_max_ws_size) and archive again",
-                    exit_code=EXIT_TABLE_FAILED,
+                    exit_code=exit_codes.ARCHIVE_TABLE_FAILED,
                 ) from exc
             return self._halves(tree, ids, f"the server refused its size: {dberrors.message(exc)}")
         if counts:
@@ -754,7 +770,7 @@ def archive(
         raise DatabaseUnreachable(
             f"Failed to connect to API DB so aborting this archival attempt ({exc}). Check "
             "[api_database]/connection (or --api-database) and run this command again",
-            exit_code=3,
+            exit_code=exit_codes.ARCHIVE_NO_API,
         ) from exc
     try:
         options = options.resolved()

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from novadb import dberrors
+from novadb import dberrors, exit_codes
 from novadb.archive.graph import PURGE_TIMESTAMP
 from novadb.batching import DEFAULT_MAX_BYTES, Adaptation, Faults, GaveUp, StopWhen, row_sizes
 from novadb.config import Settings
@@ -49,12 +49,17 @@ class PurgeOptions:
     @classmethod
     def from_text(cls, *, before: str | None = None, **values: Any) -> PurgeOptions:
         """Options from CLI options or action params; a bad ``before`` is exit code 2."""
-        return cls(before=parse_before(before, exit_code=2) if before else None, **values)
+        return cls(
+            before=parse_before(before, exit_code=exit_codes.PURGE_BAD_INPUT) if before else None,
+            **values,
+        )
 
     def validate(self) -> None:
         """Exit 1 without --before or --all (nova-manage's code); 2 for a bad batch size."""
         if self.before is None and not self.purge_all:
-            raise BadInput("Either --before or --all is required", exit_code=1)
+            raise BadInput(
+                "Either --before or --all is required", exit_code=exit_codes.PURGE_NO_SCOPE
+            )
         if self.batch_size < 1:
             raise BadInput("--batch-size must be a positive integer, e.g. --batch-size 10000")
 
@@ -88,6 +93,11 @@ class PurgeResult:
     retries: int = 0  # windows run again after a conflict
     halvings: int = 0  # windows halved because the server refused their size
     reconnects: int = 0  # lost connections the run resumed from
+
+    @property
+    def exit_code(self) -> int:
+        """nova-manage's: 0 when rows were deleted (or would be, in a dry run), 3 when none."""
+        return exit_codes.PURGE_DELETED if self.total else exit_codes.PURGE_NOTHING
 
 
 def timestamp_column(table: sa.Table) -> str | None:
@@ -314,7 +324,8 @@ def purge(
             api_engine = create_engine(settings.url("api"))
         except NovaDbError as exc:
             raise NovaDbError(
-                f"Unable to get cell list from API DB. Is it configured? ({exc})", exit_code=4
+                f"Unable to get cell list from API DB. Is it configured? ({exc})",
+                exit_code=exit_codes.PURGE_NO_CELL_LIST,
             ) from exc
     try:
         cells = cell_targets(settings, api_engine, all_cells=options.all_cells)

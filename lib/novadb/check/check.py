@@ -76,6 +76,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from novadb import exit_codes
 from novadb.check.cell import CellFacts, check_cell
 from novadb.check.dialect import catalogue, read_only, storage_problems
 from novadb.check.mappings import CellLink, instances_without_mapping, mappings_without_cell
@@ -145,7 +146,7 @@ class CheckResult:
     @property
     def exit_code(self) -> int:
         """2 with any blocker, 1 with warnings, 0 when clean or with info only."""
-        return max((EXIT_CODES[f.severity] for f in self.findings), default=0)
+        return max((EXIT_CODES[f.severity] for f in self.findings), default=exit_codes.CHECK_CLEAN)
 
     def count(self, severity: str) -> int:
         """How many findings have ``severity``."""

@@ -20,25 +20,33 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from novadb import config, dberrors
-from novadb.archive.archive import ArchiveOptions, ArchiveResult, archive
-from novadb.archive.purge import PurgeOptions, PurgeResult, purge
-from novadb.check.check import CheckResult, check
-from novadb.check.placement import placement_findings
+from novadb import config, counts, dberrors, exit_codes
+from novadb.api.operations import (
+    archive,
+    check,
+    null_instance_uuid_scan,
+    online_migrate,
+    purge,
+    sync,
+    version,
+)
+from novadb.api.options import (
+    CheckOptions,
+    NullUuidScanOptions,
+    OnlineMigrateOptions,
+    SyncOptions,
+    VersionOptions,
+)
+from novadb.archive.archive import ArchiveOptions, ArchiveResult
+from novadb.archive.purge import PurgeOptions, PurgeResult
+from novadb.check.check import CheckResult
 from novadb.cli import placement as cli_placement
 from novadb.cli.output import Output
 from novadb.cli.progress import stop_on_ctrl_c
 from novadb.config import Settings, load_settings
 from novadb.connections import mask
-from novadb.errors import (
-    EXIT_DATABASE_FAULT,
-    EXIT_INTERRUPTED,
-    EXIT_TABLE_FAILED,
-    EXIT_UNEXPECTED,
-    BadInput,
-    NovaDbError,
-)
-from novadb.online.runner import OnlineResult, online_migrate
+from novadb.errors import BadArgument, BadInput, NovaDbError
+from novadb.online.runner import OnlineResult
 from novadb.online.runner import validate as validate_online
 from novadb.placement.audit import AuditResult
 from novadb.placement.rebuild import RebuildResult
@@ -46,8 +54,7 @@ from novadb.progress import Event
 from novadb.render import operations as render
 from novadb.render import placement as render_placement
 from novadb.sample.demo import DEFAULT_INSTANCES, DemoStep, run_demo
-from novadb.schema.null_uuid import null_instance_uuid_scan
-from novadb.schema.sync import SyncResult, sync, version
+from novadb.schema.sync import SyncResult
 from novadb.targets import CHOICES
 
 
@@ -75,6 +82,31 @@ def build_parser() -> argparse.ArgumentParser:
             "novadb --database mysql+pymysql://nova:PASS@db/nova --json sync",
         ),
     )
+    _add_global_options(parser)
+    sub = parser.add_subparsers(
+        dest="operation", metavar="OPERATION", required=True, parser_class=_Parser
+    )
+
+    def add(name: str, help_text: str, *examples: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=_examples(*examples),
+        )
+
+    _add_schema_commands(add)
+    _add_archive_commands(add)
+    _add_online_command(add)
+    cli_placement.add_parsers(add)
+    _add_check_command(add)
+    _add_demo_command(add)
+    return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    """Options that come before the operation: where the databases are, how to print."""
     parser.add_argument(
         "--config-file",
         action="append",
@@ -101,19 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="print a traceback on unexpected errors"
     )
-    sub = parser.add_subparsers(
-        dest="operation", metavar="OPERATION", required=True, parser_class=_Parser
-    )
 
-    def add(name: str, help_text: str, *examples: str) -> argparse.ArgumentParser:
-        return sub.add_parser(
-            name,
-            help=help_text,
-            description=help_text,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-            epilog=_examples(*examples),
-        )
 
+def _add_schema_commands(add: cli_placement.AddParser) -> None:
+    """The schema commands: sync, version and null-instance-uuid-scan."""
     p = add(
         "sync",
         "Apply Nova's and Placement's schema migrations.",
@@ -162,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delete", action="store_true", help="delete the rows found (asks first)")
     p.add_argument("--yes", action="store_true", help="do not ask before deleting")
 
+
+def _add_archive_commands(add: cli_placement.AddParser) -> None:
+    """The shadow-table commands: archive and purge."""
     p = add(
         "archive",
         "Move soft-deleted rows (and the rows that hang off them) to shadow tables.",
@@ -176,10 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max_rows",
         dest="batch_size",
         type=int,
-        default=1000,
+        default=ArchiveOptions.batch_size,
         metavar="N",
         help="parent rows per transaction; without --until-complete, the rows of one run "
-        "(default 1000)",
+        f"(default {ArchiveOptions.batch_size})",
     )
     p.add_argument(
         "--until-complete", action="store_true", help="repeat until nothing is left to archive"
@@ -190,7 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-cells", action="store_true", help="cell0 and every mapped cell")
     p.add_argument("--task-log", action="store_true", help="also archive task_log rows")
     p.add_argument(
-        "--sleep", type=float, default=0.0, metavar="SECONDS", help="pause between batches"
+        "--sleep",
+        type=float,
+        default=ArchiveOptions.sleep,
+        metavar="SECONDS",
+        help="pause between batches",
     )
     p.add_argument(
         "--purge", action="store_true", help="purge all shadow rows after archiving something"
@@ -217,13 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size",
         type=int,
-        default=200000,
+        default=PurgeOptions.batch_size,
         metavar="N",
-        help="primary-key values per DELETE transaction (default 200000)",
+        help=f"primary-key values per DELETE transaction (default {PurgeOptions.batch_size})",
     )
     p.add_argument("--dry-run", action="store_true", help="count what would be deleted")
     p.add_argument("--verbose", action="store_true", help="print a line per shadow table")
 
+
+def _add_online_command(add: cli_placement.AddParser) -> None:
+    """The online data migrations command: online-migrate."""
     p = add(
         "online-migrate",
         "Run Nova's and Placement's online data migrations.",
@@ -240,8 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size",
         metavar="N",
-        default="50",
-        help="rows per migration per batch when running until done (default 50)",
+        default=str(OnlineMigrateOptions.batch_size),
+        help="rows per migration per batch when running until done "
+        f"(default {OnlineMigrateOptions.batch_size})",
     )
     p.add_argument(
         "--database",
@@ -252,8 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--all-cells", action="store_true", help="cell0 and every mapped cell")
 
-    cli_placement.add_parsers(add)
 
+def _add_check_command(add: cli_placement.AddParser) -> None:
+    """The pre-upgrade report: check."""
     p = add(
         "check",
         "Read-only pre-upgrade report: what will bite, how bad, and the command that fixes it.",
@@ -265,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-placement", action="store_true", help="skip the Placement audit's findings"
     )
 
+
+def _add_demo_command(add: cli_placement.AddParser) -> None:
+    """The sample cloud and flow: demo."""
     p = add(
         "demo",
         "Build a sample cloud on SQLite and run the pre-upgrade flow on it.",
@@ -280,7 +318,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--instances", type=int, default=DEFAULT_INSTANCES, metavar="N",
         help=f"instances in the sample cell (default {DEFAULT_INSTANCES})",
     )  # fmt: skip
-    return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -295,27 +332,26 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_sync(args: argparse.Namespace, out: Output) -> int:
-    result = sync(
-        _settings(args),
-        args.target,
+    options = SyncOptions(
+        database=args.target,
         revision=args.revision,
         release=args.release,
         local_cell=args.local_cell,
         sql=args.sql,
-        progress=out.progress,
     )
+    result = sync(_settings(args), options, progress=out.progress)
     if args.sql and not out.as_json:
         sys.stdout.write(result.sql or "")
-        return 0
+        return result.exit_code
     out.result(result, render.sync_table)
-    return 0
+    return result.exit_code
 
 
 def _cmd_version(args: argparse.Namespace, out: Output) -> int:
-    out.result(
-        version(_settings(args), args.target, local_cell=args.local_cell), render.version_table
-    )
-    return 0
+    options = VersionOptions(database=args.target, local_cell=args.local_cell)
+    result = version(_settings(args), options)
+    out.result(result, render.version_table)
+    return result.exit_code
 
 
 def _confirm(question: str) -> bool:
@@ -330,21 +366,19 @@ def _cmd_null_uuid(args: argparse.Namespace, out: Output) -> int:
     found = null_instance_uuid_scan(settings, progress=out.progress)
     if not args.delete or not found.total:
         out.result(found, render.null_uuid_table)
-        return 1 if found.total else 0
+        return found.exit_code
     if not args.yes and not _confirm(f"Delete {found.total} row(s) with a NULL instance uuid?"):
-        raise NovaDbError(
-            "not confirmed; nothing was deleted (pass --yes to skip the question)", exit_code=1
-        )
-    out.result(
-        null_instance_uuid_scan(settings, delete=True, progress=out.progress),
-        render.null_uuid_table,
+        raise NovaDbError("not confirmed; nothing was deleted (pass --yes to skip the question)")
+    deleted = null_instance_uuid_scan(
+        settings, NullUuidScanOptions(delete=True), progress=out.progress
     )
-    return 0
+    out.result(deleted, render.null_uuid_table)
+    return deleted.exit_code
 
 
 def _cmd_check(args: argparse.Namespace, out: Output) -> int:
-    placement = None if args.no_placement else placement_findings
-    result = check(_settings(args), progress=out.progress, placement=placement)
+    options = CheckOptions(placement=not args.no_placement)
+    result = check(_settings(args), options, progress=out.progress)
     out.result(result, lambda r: render.check_table(r, out.options))
     return result.exit_code
 
@@ -386,7 +420,7 @@ def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
     out.close()
     if out.as_json:
         out.result(result, str)
-        return 0
+        return exit_codes.OK
     out.out.print(f"The pre-upgrade flow ran in {result.elapsed:.1f} s.")
     if result.as_built is not None:
         out.out.print(
@@ -404,7 +438,7 @@ def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
         )
     else:
         out.out.print("The sample cloud was removed (pass --keep to explore it).")
-    return 0
+    return exit_codes.OK
 
 
 def _cmd_archive(args: argparse.Namespace, out: Output) -> int:
@@ -434,9 +468,7 @@ def _cmd_archive(args: argparse.Namespace, out: Output) -> int:
         out.out.print(render.archive_summary(result), markup=False)
     for failure in result.failures:
         sys.stderr.write(f"novadb: error: {failure}\n")
-    if result.failures:
-        return EXIT_TABLE_FAILED
-    return 1 if result.total and not result.dry_run else 0
+    return result.exit_code
 
 
 def _cmd_purge(args: argparse.Namespace, out: Output) -> int:
@@ -459,7 +491,7 @@ def _cmd_purge(args: argparse.Namespace, out: Output) -> int:
         out.out.print(f"purged {result.total} rows in {result.elapsed:.1f} s", markup=False)
     else:
         out.out.print("Purging stale soft-deleted rows and no data was deleted", markup=False)
-    return 0 if result.total else 3
+    return result.exit_code
 
 
 def _count(value: str | None, option: str) -> int | None:
@@ -468,11 +500,11 @@ def _count(value: str | None, option: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise BadInput(f"Must supply a positive value for {option}", exit_code=127) from None
+        raise BadArgument(f"Must supply a positive value for {option}") from None
 
 
 def _cmd_online(args: argparse.Namespace, out: Output) -> int:
-    max_count = _count(args.max_count, "--max-count")
+    max_count = counts.max_count(args.max_count)
     batch_size = _count(args.batch_size, "--batch-size") or 0
     validate_online(max_count, batch_size, args.target)
     progress = out.progress
@@ -489,21 +521,19 @@ def _cmd_online(args: argparse.Namespace, out: Output) -> int:
             out.progress(event)
 
     with stop_on_ctrl_c() as stop:
-        result = online_migrate(
-            _settings(args),
+        options = OnlineMigrateOptions(
             max_count=max_count,
             batch_size=batch_size,
             database=args.target,
             all_cells=args.all_cells,
-            progress=progress,
-            stop=stop,
         )
+        result = online_migrate(_settings(args), options, progress=progress, stop=stop)
     out.close()
     if out.as_json:
         out.result(result, render.online_text)
     else:
         out.out.print(render.online_text(result), markup=False)
-    if result.exit_code == 2:
+    if result.exit_code == exit_codes.ONLINE_FAILED:
         sys.stderr.write(
             "novadb: error: Some migrations failed unexpectedly; see the messages above\n"
         )
@@ -559,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         out.close()
         sys.stderr.write("novadb: interrupted\n")
-        return EXIT_INTERRUPTED
+        return exit_codes.INTERRUPTED
     except DBAPIError as exc:
         # Operations turn the faults they know into NovaDbError with their
         # context; anything else from the server still gets one line, never
@@ -574,7 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "fix the cause and run the same command again (rerun with --debug for the "
             "traceback)\n"
         )
-        return EXIT_DATABASE_FAULT
+        return exit_codes.DATABASE_FAULT
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         if args.debug:
             traceback.print_exc()
@@ -583,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"novadb: unexpected error: {type(exc).__name__}: {first} "
             "(rerun with --debug for the traceback)\n"
         )
-        return EXIT_UNEXPECTED
+        return exit_codes.UNEXPECTED
 
 
 if __name__ == "__main__":

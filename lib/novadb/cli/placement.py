@@ -9,18 +9,28 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from novadb import counts
+from novadb.api.operations import (
+    heal_allocations,
+    placement_audit,
+    rebuild_placement,
+    restore_placement,
+    sync_aggregates,
+)
+from novadb.api.options import (
+    PlacementAuditOptions,
+    RebuildPlacementOptions,
+    RestorePlacementOptions,
+    SyncAggregatesOptions,
+)
 from novadb.cli.output import Output
 from novadb.cli.progress import stop_on_ctrl_c
 from novadb.config import Settings
 from novadb.errors import BadInput
-from novadb.placement.aggregates import sync_aggregates
-from novadb.placement.audit import placement_audit
-from novadb.placement.heal import HealOptions, heal_allocations
-from novadb.placement.rebuild import rebuild_placement, restore
+from novadb.placement.heal import HealOptions
 from novadb.render import placement as render_placement
 
 AddParser = Callable[..., argparse.ArgumentParser]
-SettingsOf = Callable[[argparse.Namespace], Settings]
 
 
 def _positive(text: str) -> int:
@@ -28,19 +38,6 @@ def _positive(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-
-
-def _max_count(text: str | None) -> int | None:
-    """nova-manage's check and exit code (127) for --max-count."""
-    if text is None:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise BadInput("Must supply a positive integer for --max-count.", exit_code=127)
-    return value
 
 
 def add_parsers(add: AddParser) -> None:
@@ -74,9 +71,9 @@ def add_parsers(add: AddParser) -> None:
     p.add_argument(
         "--batch-size",
         type=_positive,
-        default=1000,
+        default=HealOptions.batch_size,
         metavar="N",
-        help="instances per Placement transaction (default 1000)",
+        help=f"instances per Placement transaction (default {HealOptions.batch_size})",
     )
 
     p = add(
@@ -109,12 +106,8 @@ def add_parsers(add: AddParser) -> None:
 
 
 def _audit(args: argparse.Namespace, out: Output, settings: Settings) -> int:
-    result = placement_audit(
-        settings,
-        delete=args.delete,
-        resource_provider=args.resource_provider,
-        progress=out.progress,
-    )
+    options = PlacementAuditOptions(delete=args.delete, resource_provider=args.resource_provider)
+    result = placement_audit(settings, options, progress=out.progress)
     out.result(result, lambda r: render_placement.audit_table(r, out.options))
     return result.exit_code
 
@@ -122,7 +115,7 @@ def _audit(args: argparse.Namespace, out: Output, settings: Settings) -> int:
 def _heal(args: argparse.Namespace, out: Output, settings: Settings) -> int:
     options = HealOptions(
         # nova-manage ignores --max-count (even a bad one) when --instance is given.
-        max_count=_max_count(args.max_count) if args.instance is None else None,
+        max_count=counts.max_count(args.max_count) if args.instance is None else None,
         dry_run=args.dry_run,
         instance=args.instance,
         cell=args.cell,
@@ -136,7 +129,9 @@ def _heal(args: argparse.Namespace, out: Output, settings: Settings) -> int:
 
 
 def _aggregates(args: argparse.Namespace, out: Output, settings: Settings) -> int:
-    result = sync_aggregates(settings, dry_run=args.dry_run, progress=out.progress)
+    result = sync_aggregates(
+        settings, SyncAggregatesOptions(dry_run=args.dry_run), progress=out.progress
+    )
     out.result(result, render_placement.aggregates_table)
     return result.exit_code
 
@@ -145,18 +140,16 @@ def _rebuild(args: argparse.Namespace, out: Output, settings: Settings) -> int:
     if args.restore is not None:
         if args.backup or args.force or args.dry_run:
             raise BadInput("--restore FILE takes no other rebuild-placement option")
-        restored = restore(settings, args.restore, progress=out.progress)
-        out.result(restored, render_placement.restore_text)
-        return 0
-    with stop_on_ctrl_c() as stop:
-        result = rebuild_placement(
-            settings,
-            backup=args.backup,
-            dry_run=args.dry_run,
-            force=args.force,
-            progress=out.progress,
-            stop=stop,
+        restored = restore_placement(
+            settings, RestorePlacementOptions(args.restore), progress=out.progress
         )
+        out.result(restored, render_placement.restore_text)
+        return restored.exit_code
+    with stop_on_ctrl_c() as stop:
+        options = RebuildPlacementOptions(
+            backup=args.backup, dry_run=args.dry_run, force=args.force
+        )
+        result = rebuild_placement(settings, options, progress=out.progress, stop=stop)
     out.result(result, render_placement.rebuild_table)
     return result.exit_code
 

@@ -7,41 +7,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from novadb.errors import ConfigError
+from novadb.config import allocation_ratio
 from novadb.online.base import Context, Outcome, Unmigratable, after, next_page, write
 from novadb.online.common import utcnow
 
 KINDS = ("cpu", "disk", "ram")
-# nova.conf's initial_<kind>_allocation_ratio defaults.
-INITIAL = {"cpu": 4.0, "disk": 1.0, "ram": 1.0}
-
-
-def _float(ctx: Context, name: str) -> float | None:
-    raw = ctx.option("DEFAULT", name)
-    if raw is None or not raw.strip():
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"[DEFAULT]{name} = {raw!r} is not a number") from None
 
 
 def ratios(ctx: Context) -> dict[str, tuple[float, str]]:
-    """Per kind: the ratio Nova writes and the option it comes from.
-
-    ``[DEFAULT]<kind>_allocation_ratio`` when set and not 0.0 (Nova: ``r if r
-    else initial``), else ``[DEFAULT]initial_<kind>_allocation_ratio``.
-    """
-    out: dict[str, tuple[float, str]] = {}
-    for kind in KINDS:
-        name = f"{kind}_allocation_ratio"
-        value = _float(ctx, name)
-        if value:
-            out[kind] = (value, name)
-            continue
-        initial = _float(ctx, f"initial_{name}")
-        out[kind] = (INITIAL[kind] if initial is None else initial, f"initial_{name}")
-    return out
+    """Per kind: the ratio Nova writes into an empty column and the option it comes from."""
+    return {kind: allocation_ratio(ctx.settings, kind) for kind in KINDS}
 
 
 def _empty(column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:

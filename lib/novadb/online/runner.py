@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from novadb import dberrors
+from novadb import counts, dberrors, exit_codes
 from novadb.batching import Adaptation, Faults, GaveUp, StopWhen
 from novadb.cells import list_cells
 from novadb.config import Settings
@@ -25,6 +25,7 @@ from novadb.connections import create_engine
 from novadb.errors import (
     PLACEMENT_NOT_CONFIGURED,
     AccessDenied,
+    BadArgument,
     BadInput,
     DatabaseFault,
     NovaDbError,
@@ -74,10 +75,10 @@ class OnlineResult:
     def exit_code(self) -> int:
         """nova-manage's: 2 a migration failed, 1 work done with --max-count, else 0."""
         if self.failed and (self.max_count is None or not self.done):
-            return 2
+            return exit_codes.ONLINE_FAILED
         if self.max_count is not None and self.done:
-            return 1
-        return 0
+            return exit_codes.ONLINE_MORE
+        return exit_codes.ONLINE_DONE
 
 
 @dataclass
@@ -93,12 +94,11 @@ class _Unit:
 
 def validate(max_count: int | None, batch_size: int, database: str) -> None:
     """nova-manage's exit code 127 for a bad count, before anything is opened."""
-    if max_count is not None and max_count < 1:
-        raise BadInput("Must supply a positive value for --max-count", exit_code=127)
+    counts.max_count(max_count)
     if batch_size < 1:
-        raise BadInput("--batch-size must be a positive integer", exit_code=127)
+        raise BadArgument("--batch-size must be a positive integer")
     if database not in DATABASES:
-        raise BadInput(f"--database must be one of {', '.join(DATABASES)}", exit_code=127)
+        raise BadArgument(f"--database must be one of {', '.join(DATABASES)}")
 
 
 def _placement_engine(
@@ -267,7 +267,7 @@ def _fault(exc: BaseException, done: int) -> NovaDbError:
     return DatabaseFault(f"online-migrate stopped: {dberrors.message(exc)}; {before}")
 
 
-def _loop(
+def _loop(  # noqa: C901 - nova-manage's batch loop: each exit (done, max-count, stop, fault) is one branch of it
     units: list[_Unit],
     max_count: int | None,
     batch_size: int,

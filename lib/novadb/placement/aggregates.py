@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from novadb import exit_codes
 from novadb.cells import Cell, list_cells
 from novadb.config import Settings
 from novadb.connections import engine_for
@@ -47,13 +48,11 @@ from novadb.placement.db import (
 )
 from novadb.progress import Event, Progress, ignore
 
-EXIT_OK, EXIT_TOO_MANY, EXIT_NO_PROVIDER, EXIT_UNMAPPED, EXIT_NO_NODE = 0, 1, 2, 4, 5
-
 
 class TooManyComputes(NovaDbError):
     """A host with more than one compute node: which provider is meant is unknowable."""
 
-    exit_code = EXIT_TOO_MANY
+    exit_code = exit_codes.AGGREGATES_TOO_MANY_NODES
 
 
 @dataclass(frozen=True)
@@ -73,12 +72,12 @@ class AggregatesResult:
     def exit_code(self) -> int:
         """nova-manage 34's: 2 (where it stops) over 5 over 4."""
         if self.missing_providers:
-            return EXIT_NO_PROVIDER
+            return exit_codes.AGGREGATES_NO_PROVIDER
         if self.missing_nodes:
-            return EXIT_NO_NODE
+            return exit_codes.AGGREGATES_NO_NODE
         if self.unmapped_hosts:
-            return EXIT_UNMAPPED
-        return EXIT_OK
+            return exit_codes.AGGREGATES_UNMAPPED
+        return exit_codes.AGGREGATES_OK
 
 
 def _api_aggregates(

@@ -41,9 +41,10 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from novadb import exit_codes
 from novadb.config import Settings
 from novadb.connections import engine_for
-from novadb.errors import NovaDbError
+from novadb.errors import BadArgument, NovaDbError
 from novadb.placement.db import (
     ConcurrentUpdate,
     PlacementTables,
@@ -53,6 +54,7 @@ from novadb.placement.db import (
     write,
     writer_lock,
 )
+from novadb.placement.kinds import AuditKind
 from novadb.placement.nova_side import (
     CloudFacts,
     ComputeNode,
@@ -76,29 +78,18 @@ NOVA_CLASSES = frozenset(
         "MEM_ENCRYPTION_CONTEXT",
     }
 )
-EXIT_CLEAN, EXIT_ERROR, EXIT_FOUND, EXIT_DELETED, EXIT_BAD_INPUT = 0, 1, 3, 4, 127
 _RATIO_TOLERANCE = 1e-6
 
-FIXES = {
-    "missing-provider": "novadb rebuild-placement (or restart nova-compute on {host})",
-    "name-conflict": "novadb rebuild-placement",
-    "stale-provider": "novadb rebuild-placement (or delete the provider once nothing uses it)",
-    "inventory-mismatch": "restart nova-compute on {host}, or novadb rebuild-placement",
-    "orphan-allocation": "novadb placement-audit --delete",
-}
 
-
-class UnknownProvider(NovaDbError):
+class UnknownProvider(BadArgument):
     """``--resource-provider`` names no provider."""
-
-    exit_code = EXIT_BAD_INPUT
 
 
 @dataclass(frozen=True)
 class AuditFinding:
     """One disagreement: what kind, which provider, the details, the fixing command."""
 
-    kind: str
+    kind: AuditKind
     provider: str  # provider uuid, or the compute node uuid for missing-provider
     name: str
     detail: str
@@ -128,16 +119,18 @@ class AuditResult:
         if not self.deleted_consumers:
             return list(self.findings)
         kept = set(self.changed_consumers)
-        return [f for f in self.findings if f.kind != "orphan-allocation" or f.consumer in kept]
+        return [
+            f for f in self.findings if f.kind != AuditKind.ORPHAN_ALLOCATION or f.consumer in kept
+        ]
 
     @property
     def exit_code(self) -> int:
         """0 clean, 3 found and left, 4 orphans deleted and nothing else left."""
         if not self.findings:
-            return EXIT_CLEAN
+            return exit_codes.AUDIT_CLEAN
         if self.deleted_consumers and not self.remaining:
-            return EXIT_DELETED
-        return EXIT_FOUND
+            return exit_codes.AUDIT_DELETED
+        return exit_codes.AUDIT_FOUND
 
 
 @dataclass
@@ -221,28 +214,27 @@ def _node_findings(
         holder = by_name.get(node.hypervisor_hostname)
         if only is not None and only not in (node.uuid, holder.uuid if holder else None):
             continue
-        fix_args = {"host": node.host}
         if provider is None:
             if holder is not None and holder.uuid != node.uuid:
                 out.append(
                     AuditFinding(
-                        "name-conflict",
+                        AuditKind.NAME_CONFLICT,
                         holder.uuid,
                         node.hypervisor_hostname,
                         f"provider {holder.uuid} holds the name of compute node {node.uuid} "
                         f"({node.cell}): nova-compute gets 409 creating its provider",
-                        FIXES["name-conflict"],
+                        AuditKind.NAME_CONFLICT.fix,
                     )
                 )
             else:
                 out.append(
                     AuditFinding(
-                        "missing-provider",
+                        AuditKind.MISSING_PROVIDER,
                         node.uuid,
                         node.hypervisor_hostname,
                         f"compute node {node.uuid} on {node.host} (cell {node.cell}) "
                         "has no resource provider",
-                        FIXES["missing-provider"].format(**fix_args),
+                        AuditKind.MISSING_PROVIDER.fix_for(node.host),
                     )
                 )
             continue
@@ -263,11 +255,11 @@ def _node_findings(
         if wrong:
             out.append(
                 AuditFinding(
-                    "inventory-mismatch",
+                    AuditKind.INVENTORY_MISMATCH,
                     provider.uuid,
                     node.hypervisor_hostname,
                     "; ".join(wrong),
-                    FIXES["inventory-mismatch"].format(**fix_args),
+                    AuditKind.INVENTORY_MISMATCH.fix_for(node.host),
                 )
             )
     return out
@@ -286,11 +278,11 @@ def _stale_findings(
         held = len(view.allocations.get(provider.id, {}))
         out.append(
             AuditFinding(
-                "stale-provider",
+                AuditKind.STALE_PROVIDER,
                 provider.uuid,
                 provider.name or "",
                 f"no compute node has this uuid; {held} consumers hold allocations on it",
-                FIXES["stale-provider"],
+                AuditKind.STALE_PROVIDER.fix,
             )
         )
     return out
@@ -378,7 +370,6 @@ def placement_audit(
     delete: bool = False,
     resource_provider: str | None = None,
     progress: Progress = ignore,
-    lock_held: bool = False,
 ) -> AuditResult:
     """Compare every cell's compute nodes with Placement; delete orphans if asked."""
     started = time.monotonic()
@@ -399,17 +390,17 @@ def placement_audit(
             )
         progress(Event("placement-audit", "step", f"comparing {len(view.providers)} providers"))
         findings = _node_findings(view, facts.nodes, settings, resource_provider)
-        conflicts = {f.provider for f in findings if f.kind == "name-conflict"}
+        conflicts = {f.provider for f in findings if f.kind == AuditKind.NAME_CONFLICT}
         findings += _stale_findings(view, facts.nodes, conflicts, resource_provider)
         orphans = _orphans(view, facts, building, resource_provider)
         findings += [
             AuditFinding(
-                "orphan-allocation",
+                AuditKind.ORPHAN_ALLOCATION,
                 p.uuid,
                 p.name or "",
                 f"consumer {c} holds {', '.join(classes)} but is no instance or "
                 "in-progress migration on this node",
-                FIXES["orphan-allocation"],
+                AuditKind.ORPHAN_ALLOCATION.fix,
                 consumer=c,
             )
             for p, c, classes in orphans
@@ -417,13 +408,14 @@ def placement_audit(
         deleted: tuple[int, int, list[str]] = (0, 0, [])
         if delete and orphans:
             progress(Event("placement-audit", "step", f"deleting {len(orphans)} orphans"))
-            with writer_lock(engine, held=lock_held):
+            with writer_lock(engine):
                 try:
                     deleted = _delete_orphans(engine, tables, view, orphans)
                 except ConcurrentUpdate as exc:
                     # nova-manage's 1: the deletions could not be made; here nothing was.
                     raise NovaDbError(
-                        f"placement-audit --delete deleted nothing: {exc}", exit_code=EXIT_ERROR
+                        f"placement-audit --delete deleted nothing: {exc}",
+                        exit_code=exit_codes.AUDIT_RACES,
                     ) from exc
     return AuditResult(
         findings=findings,

@@ -38,9 +38,9 @@ import os_traits
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from novadb import dberrors
+from novadb import dberrors, exit_codes
 from novadb.batching import retrying
-from novadb.connections import is_sqlite
+from novadb.connections import allow_zero_ids, is_sqlite, restore_sql_mode
 from novadb.errors import NovaDbError
 from novadb.locking import DEFAULT_TIMEOUT, database_lock
 
@@ -67,7 +67,8 @@ def writer_lock(engine: Engine, *, held: bool = False) -> AbstractContextManager
 class ConcurrentUpdate(NovaDbError):
     """Someone else changed a provider or consumer between our read and our write."""
 
-    exit_code = 3
+    # heal-allocations' and sync-aggregates' code for a write that lost its races.
+    exit_code = exit_codes.HEAL_FAILED
 
 
 def utcnow() -> datetime:
@@ -100,8 +101,7 @@ class PlacementTables:
         if missing:
             raise NovaDbError(
                 f"the Placement database has no {', '.join(missing)} table; "
-                "run `novadb sync --database placement` first",
-                exit_code=1,
+                "run `novadb sync --database placement` first"
             )
         meta.reflect(engine, only=list(self.NAMES))
         t = meta.tables
@@ -184,14 +184,11 @@ def _zero_ids_allowed(conn: Connection) -> Iterator[None]:
     if is_sqlite(conn.engine.url):
         yield
         return
-    mode = conn.exec_driver_sql("SELECT @@SESSION.sql_mode").scalar_one()
-    conn.exec_driver_sql(
-        "SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',NO_AUTO_VALUE_ON_ZERO')"
-    )
+    mode = allow_zero_ids(conn)
     try:
         yield
     finally:
-        conn.execute(sa.text("SET SESSION sql_mode = :mode"), {"mode": mode})
+        restore_sql_mode(conn, mode)
 
 
 def ensure_standard_classes(conn: Connection, tables: PlacementTables) -> int:

@@ -37,10 +37,11 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from novadb import counts, exit_codes
 from novadb.cells import Cell, list_cells
 from novadb.config import Settings
 from novadb.connections import engine_for
-from novadb.errors import BadInput
+from novadb.errors import BadArgument, BadInput
 from novadb.placement.db import (
     PlacementTables,
     bump_generations,
@@ -65,15 +66,9 @@ from novadb.placement.resources import (
 from novadb.progress import Event, Progress, ignore
 from novadb.targets import api_exists
 
-EXIT_HEALED, EXIT_MAX_COUNT, EXIT_NO_NODE, EXIT_FAILED, EXIT_NOTHING = 0, 1, 2, 3, 4
-EXIT_UNSUPPORTED, EXIT_BAD_INPUT = 8, 127
 DEFAULT_BATCH = 1000
 
 Resources = dict[str, int]
-
-
-def _bad(message: str) -> BadInput:
-    return BadInput(message, exit_code=EXIT_BAD_INPUT)
 
 
 @dataclass(frozen=True)
@@ -88,18 +83,18 @@ class HealOptions:
     batch_size: int = DEFAULT_BATCH
 
     def validate(self) -> None:
-        """Raise exit-127 BadInput on combinations nova-manage refuses.
+        """Raise BadArgument (exit 127) on combinations nova-manage refuses.
 
         With ``--instance`` nova-manage ignores ``--max-count`` altogether.
         """
         if self.cell and self.instance:
-            raise _bad("The --cell and --instance options are mutually exclusive.")
+            raise BadArgument("The --cell and --instance options are mutually exclusive.")
         if self.force and not self.instance:
-            raise _bad("The --instance flag is required when using --force flag.")
-        if self.max_count is not None and self.max_count < 1 and not self.instance:
-            raise _bad("Must supply a positive integer for --max-count.")
+            raise BadArgument("The --instance flag is required when using --force flag.")
+        if not self.instance:
+            counts.max_count(self.max_count)
         if self.batch_size < 1:
-            raise _bad("--batch-size must be a positive integer.")
+            raise BadArgument("--batch-size must be a positive integer.")
 
 
 @dataclass(frozen=True)
@@ -148,8 +143,10 @@ class HealResult:
         if self.failed:
             return self.failed[0].code
         if self.max_count_reached:
-            return EXIT_MAX_COUNT
-        return EXIT_HEALED if self.healed and not self.dry_run else EXIT_NOTHING
+            return exit_codes.HEAL_MAX_COUNT
+        return (
+            exit_codes.HEAL_HEALED if self.healed and not self.dry_run else exit_codes.HEAL_NOTHING
+        )
 
 
 @dataclass
@@ -203,13 +200,13 @@ def _cells(settings: Settings, options: HealOptions) -> list[Cell]:
     if options.instance is None and options.cell is None:
         return cells_for_placement(settings)
     if not api_exists(settings):
-        raise _bad("--cell and --instance need the API database; pass --api-database URL")
+        raise BadArgument("--cell and --instance need the API database; pass --api-database URL")
     with engine_for(settings.url("api")) as api:
         cells = list_cells(api, settings.main)
         if options.cell is not None:
             found = [c for c in cells if c.uuid == options.cell]
             if not found:
-                raise _bad(f"Cell with uuid {options.cell} was not found.")
+                raise BadArgument(f"Cell with uuid {options.cell} was not found.")
             return found
         mappings = sa.Table("instance_mappings", sa.MetaData(), autoload_with=api)
         cm = sa.Table("cell_mappings", sa.MetaData(), autoload_with=api)
@@ -222,7 +219,7 @@ def _cells(settings: Settings, options: HealOptions) -> list[Cell]:
             cell_uuid = conn.execute(query).scalar()
     found = [c for c in cells if c.uuid is not None and c.uuid == cell_uuid]
     if not found:
-        raise _bad(
+        raise BadArgument(
             f"Unable to find cell for instance {options.instance}, is it mapped? Try running "
             '"nova-manage cell_v2 verify_instance" or "nova-manage cell_v2 map_instances".'
         )
@@ -315,7 +312,7 @@ def _classify(run: _Run, reader: _CellReader, rows: list[_Instance]) -> list[_Pl
                     row.uuid,
                     f"Instance {row.uuid}: unable to find one compute_nodes record for "
                     f"host {row.host} node {row.node} ({len(nodes)} found)",
-                    EXIT_NO_NODE,
+                    exit_codes.HEAL_NO_NODE,
                 )
             )
             continue
@@ -323,10 +320,14 @@ def _classify(run: _Run, reader: _CellReader, rows: list[_Instance]) -> list[_Pl
             flavor = flavor_from_instance_extra(row.flavor)
             resources = resources_from_flavor(flavor, boot_from_volume=_boot_from_volume(row))
         except UnsupportedFlavor as exc:
-            run.failed.append(NotHealed(row.uuid, f"Instance {row.uuid}: {exc}", EXIT_UNSUPPORTED))
+            run.failed.append(
+                NotHealed(row.uuid, f"Instance {row.uuid}: {exc}", exit_codes.HEAL_UNSUPPORTED)
+            )
             continue
         except BadInput as exc:
-            run.failed.append(NotHealed(row.uuid, f"Instance {row.uuid}: {exc}", EXIT_FAILED))
+            run.failed.append(
+                NotHealed(row.uuid, f"Instance {row.uuid}: {exc}", exit_codes.HEAL_FAILED)
+            )
             continue
         plans.append(_Plan(row, nodes[0], resources))
     return plans
@@ -385,13 +386,42 @@ def _capacity_failures(
     existing: dict[str, _Existing],
 ) -> dict[str, str]:
     """Instances whose new allocations Placement would refuse, with Placement's reason."""
-    inv = t.inventories
     rps = sorted({d.rp_id for d in decisions if d.action in ("create", "force")})
     if not rps:
         return {}
+    limits, usage = _capacity(conn, t, rps)
+    names = {v: k for k, v in class_ids(conn, t).items()}
+    failures: dict[str, str] = {}
+    for d in decisions:
+        if d.action not in ("create", "force"):
+            continue
+        if d.action == "force":  # its old allocations go away first
+            for rp, held in existing[d.plan.instance.uuid].allocations.items():
+                for rc, used in held.items():
+                    usage[(rp, rc)] -= used
+        problem = None
+        for rc, amount in sorted(d.wanted.items()):
+            name = names.get(rc, str(rc))
+            problem = _refusal(
+                limits.get((d.rp_id, rc)), usage[(d.rp_id, rc)], name, amount, d.plan.node_uuid
+            )
+            if problem is not None:
+                break
+        if problem is not None:
+            failures[d.plan.instance.uuid] = problem
+            continue
+        for rc, amount in d.wanted.items():
+            usage[(d.rp_id, rc)] += amount
+    return failures
+
+
+def _capacity(
+    conn: Connection, t: PlacementTables, rps: list[int]
+) -> tuple[dict[tuple[int, int], Inventory], dict[tuple[int, int], int]]:
+    """Per (provider, class): the inventory, and what allocations already use of it."""
+    inv, a = t.inventories, t.allocations
     limits: dict[tuple[int, int], Inventory] = {}
     usage: dict[tuple[int, int], int] = defaultdict(int)
-    a = t.allocations
     for part in chunks(rps):
         query = sa.select(
             inv.c.resource_provider_id,
@@ -408,42 +438,28 @@ def _capacity_failures(
         )
         for rp, rc, used in conn.execute(query):
             usage[(int(rp), int(rc))] = int(used or 0)
-    names = {v: k for k, v in class_ids(conn, t).items()}
-    failures: dict[str, str] = {}
-    for d in decisions:
-        if d.action not in ("create", "force"):
-            continue
-        if d.action == "force":  # its old allocations go away first
-            for rp, held in existing[d.plan.instance.uuid].allocations.items():
-                for rc, used in held.items():
-                    usage[(rp, rc)] -= used
-        problem = None
-        for rc, amount in sorted(d.wanted.items()):
-            limit = limits.get((d.rp_id, rc))
-            name = names.get(rc, str(rc))
-            if limit is None:
-                problem = f"its provider {d.plan.node_uuid} has no {name} inventory"
-                break
-            if (
-                amount < limit.min_unit
-                or amount > limit.max_unit
-                or (amount - limit.min_unit) % limit.step_size
-            ):
-                problem = (
-                    f"{name}={amount} is outside min_unit {limit.min_unit}, max_unit "
-                    f"{limit.max_unit}, step {limit.step_size} of provider {d.plan.node_uuid}"
-                )
-                break
-            capacity = (limit.total - limit.reserved) * limit.allocation_ratio
-            if usage[(d.rp_id, rc)] + amount > capacity:
-                problem = f"provider {d.plan.node_uuid} has no room for {name}={amount}"
-                break
-        if problem is not None:
-            failures[d.plan.instance.uuid] = problem
-            continue
-        for rc, amount in d.wanted.items():
-            usage[(d.rp_id, rc)] += amount
-    return failures
+    return limits, usage
+
+
+def _refusal(
+    limit: Inventory | None, used: int, name: str, amount: int, node_uuid: str
+) -> str | None:
+    """Placement's reason to refuse ``amount`` of a class on a provider, or None if it fits."""
+    if limit is None:
+        return f"its provider {node_uuid} has no {name} inventory"
+    if (
+        amount < limit.min_unit
+        or amount > limit.max_unit
+        or (amount - limit.min_unit) % limit.step_size
+    ):
+        return (
+            f"{name}={amount} is outside min_unit {limit.min_unit}, max_unit "
+            f"{limit.max_unit}, step {limit.step_size} of provider {node_uuid}"
+        )
+    capacity = (limit.total - limit.reserved) * limit.allocation_ratio
+    if used + amount > capacity:
+        return f"provider {node_uuid} has no room for {name}={amount}"
+    return None
 
 
 def _decide(
@@ -466,7 +482,7 @@ def _decide(
                     uuid,
                     f"Instance {uuid}: compute node {plan.node_uuid} has no resource provider "
                     "in Placement; run `novadb rebuild-placement` or restart its nova-compute",
-                    EXIT_FAILED,
+                    exit_codes.HEAL_FAILED,
                 )
             )
             continue
@@ -475,7 +491,7 @@ def _decide(
                 NotHealed(
                     uuid,
                     f"Instance {uuid}: Placement has no resource class {', '.join(unknown)}",
-                    EXIT_FAILED,
+                    exit_codes.HEAL_FAILED,
                 )
             )
             continue
@@ -591,7 +607,7 @@ def _heal_batch(
             decisions = decisions[:room]
         refused = _capacity_failures(conn, t, decisions, existing)
         failed += [
-            NotHealed(uuid, f"Instance {uuid}: {why}", EXIT_FAILED)
+            NotHealed(uuid, f"Instance {uuid}: {why}", exit_codes.HEAL_FAILED)
             for uuid, why in refused.items()
         ]
         decisions = [d for d in decisions if d.plan.instance.uuid not in refused]

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from novadb.cells import Cell, list_cells
-from novadb.config import Settings
+from novadb.config import Settings, allocation_ratio
 from novadb.connections import engine_for
 from novadb.targets import api_exists
 
@@ -33,13 +33,8 @@ FINISHED_MIGRATION = (
     "cancelled",
     "done",
 )
-# nova.conf defaults for a node whose ratio columns are empty (initial_*_allocation_ratio).
-INITIAL_RATIOS = {"VCPU": 4.0, "MEMORY_MB": 1.0, "DISK_GB": 1.0}
-_RATIO_OPTION = {
-    "VCPU": "initial_cpu_allocation_ratio",
-    "MEMORY_MB": "initial_ram_allocation_ratio",
-    "DISK_GB": "initial_disk_allocation_ratio",
-}
+# Placement's resource class of each allocation-ratio kind.
+_RATIO_KIND = {"VCPU": "cpu", "MEMORY_MB": "ram", "DISK_GB": "disk"}
 
 
 @dataclass(frozen=True)
@@ -172,14 +167,6 @@ def compute_nodes(conn: Connection, cell: str) -> list[ComputeNode]:
     ]
 
 
-def _option_float(settings: Settings, name: str, default: float) -> float:
-    raw = settings.option("DEFAULT", name)
-    try:
-        return float(raw) if raw not in (None, "") else default
-    except ValueError:
-        return default
-
-
 def _option_int(settings: Settings, name: str, default: int) -> int:
     raw = settings.option("DEFAULT", name)
     try:
@@ -192,7 +179,8 @@ def node_inventory(node: ComputeNode, settings: Settings) -> dict[str, Inventory
     """The root inventory Nova would report for a node, from its row and nova.conf.
 
     VCPU/MEMORY_MB/DISK_GB totals from ``vcpus``/``memory_mb``/``local_gb``;
-    ratios from the node's columns, else ``initial_*_allocation_ratio``;
+    ratios by Nova's rule (:func:`novadb.config.allocation_ratio`: the
+    ``[DEFAULT]`` option, else the node's column, else ``initial_*``);
     reserved from ``reserved_host_cpus``/``_memory_mb``/``_disk_mb``;
     min 1, max = total, step 1; a class with total 0 is left out, as
     Placement refuses total 0.
@@ -207,9 +195,7 @@ def node_inventory(node: ComputeNode, settings: Settings) -> dict[str, Inventory
     for rclass, total in totals.items():
         if total <= 0:
             continue
-        ratio = node.ratios.get(rclass)
-        if ratio is None or ratio <= 0:
-            ratio = _option_float(settings, _RATIO_OPTION[rclass], INITIAL_RATIOS[rclass])
+        ratio, _source = allocation_ratio(settings, _RATIO_KIND[rclass], node.ratios.get(rclass))
         out[rclass] = Inventory(total, reserved[rclass], 1, total, 1, float(ratio))
     return out
 

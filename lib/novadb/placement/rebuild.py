@@ -37,10 +37,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from novadb import exit_codes
 from novadb.cells import Cell
 from novadb.config import Settings
 from novadb.connections import engine_for
-from novadb.errors import BadInput, NovaDbError
+from novadb.errors import BadInput, Interrupted, NovaDbError
 from novadb.placement.aggregates import AggregatesResult, sync_aggregates
 from novadb.placement.audit import AuditResult, placement_audit
 from novadb.placement.backup.database import (
@@ -74,17 +75,20 @@ from novadb.progress import Event, Progress, ignore
 from novadb.schema.sync import sync
 from novadb.targets import api_exists, same_database
 
-EXIT_REBUILT, EXIT_PROBLEMS, EXIT_REFUSED = 0, 3, 5
 
-
-class RebuildStopped(NovaDbError):
+class RebuildStopped(Interrupted):
     """Ctrl-C: stopped where Placement is usable; the message says what is left to do."""
 
 
 class RebuildRefused(NovaDbError):
     """Placement holds data Nova cannot rebuild; nothing was changed."""
 
-    exit_code = EXIT_REFUSED
+    exit_code = exit_codes.REBUILD_REFUSED
+
+
+# The steps in order, defined once: progress, the result table and the charm's
+# results number them from this list ("3/7 schema").
+STEPS = ("backup", "check", "schema", "providers", "heal", "aggregates", "audit")
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,11 @@ class Step:
     number: int
     name: str
     summary: str
+
+    @property
+    def position(self) -> str:
+        """``number/total``, e.g. ``3/7``."""
+        return f"{self.number}/{len(STEPS)}"
 
 
 @dataclass(frozen=True)
@@ -115,14 +124,14 @@ class RebuildResult:
     def exit_code(self) -> int:
         """0 when rebuilt and clean; 3 when heal failed, a host missed its aggregates, or audit."""
         if self.dry_run:
-            return EXIT_REFUSED if self.reasons else EXIT_REBUILT
+            return exit_codes.REBUILD_REFUSED if self.reasons else exit_codes.REBUILD_DONE
         if (
             (self.heal is not None and self.heal.failed)
             or (self.aggregates is not None and self.aggregates.exit_code)
             or (self.audit is not None and self.audit.findings)
         ):
-            return EXIT_PROBLEMS
-        return EXIT_REBUILT
+            return exit_codes.REBUILD_PROBLEMS
+        return exit_codes.REBUILD_DONE
 
 
 def default_backup_path() -> str:
@@ -270,6 +279,19 @@ def _register(
     return len(nodes), len(rows)
 
 
+class _Steps:
+    """Records each step's outcome and reports it as progress ("3/7 schema: ...")."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.done: list[Step] = []
+        self._progress = progress
+
+    def __call__(self, name: str, summary: str) -> None:
+        done = Step(STEPS.index(name) + 1, name, summary)
+        self.done.append(done)
+        self._progress(Event("rebuild-placement", "step", f"{done.position} {name}: {summary}"))
+
+
 def rebuild_placement(
     settings: Settings,
     *,
@@ -289,12 +311,7 @@ def rebuild_placement(
     started = time.monotonic()
     cells = cells_for_placement(settings)
     _check_separate(settings, cells)
-    steps: list[Step] = []
-
-    def step(number: int, name: str, summary: str) -> None:
-        steps.append(Step(number, name, summary))
-        progress(Event("rebuild-placement", "step", f"{number}/7 {name}: {summary}"))
-
+    step = _Steps(progress)
     path = backup or default_backup_path()
     if not dry_run and Path(path).exists():
         raise BadInput(f"backup file {path} already exists; pass --backup with a new file name")
@@ -306,77 +323,107 @@ def rebuild_placement(
             pcpu = _pcpu_inventory(conn, tables)
         saved = None
         if dry_run:
-            step(1, "backup", f"would back up the Placement database to {path}")
+            step("backup", f"would back up the Placement database to {path}")
         else:
             saved = backup_placement(engine, path, progress=progress)
             rows = sum(saved.rows.values())
-            step(1, "backup", f"{rows} rows saved to {saved.path} and verified")
-        if reasons and not force:
-            if dry_run:
-                step(2, "check", "would refuse without --force: " + "; ".join(reasons))
-            else:
-                raise RebuildRefused(
-                    "rebuild-placement refused, Placement holds what Nova cannot rebuild: "
-                    + "; ".join(reasons)
-                    + f". Nothing was changed (backup: {path}); pass --force to rebuild anyway"
-                )
-        elif reasons:
-            step(2, "check", "--force: rebuilding without " + "; ".join(reasons))
-        else:
-            step(2, "check", "nothing Placement holds is beyond what Nova can rebuild")
+            step("backup", f"{rows} rows saved to {saved.path} and verified")
+        _check_step(step, reasons, force=force, dry_run=dry_run, path=path)
         if dry_run:
-            inventories = sum(len(node_inventory(n, settings)) for n in cloud.nodes)
-            step(3, "schema", "would drop Placement's tables and recreate them at head")
-            step(4, "providers", f"would create {len(cloud.nodes)} providers, "
-                 f"{inventories} inventories")  # fmt: skip
-            step(5, "heal", f"would heal up to {len(cloud.instances)} instances")
-            step(6, "aggregates", "would sync host aggregates")
-            step(7, "audit", "would audit the result")
+            inventories = _dry_run_steps(step, settings, cloud)
             return RebuildResult(
-                steps, reasons, None, len(cloud.nodes), inventories, dry_run=True,
+                step.done, reasons, None, len(cloud.nodes), inventories, dry_run=True,
                 elapsed=time.monotonic() - started,
             )  # fmt: skip
         if stop is not None and stop.is_set():
             raise RebuildStopped(
-                f"rebuild-placement interrupted before changing anything (backup: {path})",
-                exit_code=130,
+                f"rebuild-placement interrupted before changing anything (backup: {path})"
             )
-        drop_placement_tables(engine)
-        sync(settings, "placement")
-        tables = PlacementTables(engine)
-        with engine.begin() as conn:
-            classes = ensure_standard_classes(conn, tables)
-            traits = ensure_standard_traits(conn, tables)
-        step(3, "schema", f"recreated at head; {classes} resource classes, {traits} traits")
-        providers, inventories = _register(engine, tables, settings, cloud.nodes, pcpu)
-        step(4, "providers", f"{providers} providers, {inventories} inventories")
-        healed = heal_allocations(
-            settings, HealOptions(), progress=progress, stop=stop, lock_held=True
-        )
-        step(5, "heal", f"{healed.processed} instances healed, {len(healed.skipped)} skipped, "
-             f"{len(healed.failed)} failed")  # fmt: skip
-        if healed.stopped:
-            raise RebuildStopped(
-                f"rebuild-placement interrupted while healing, after {healed.processed} "
-                "instances; providers and inventories are in place: run `novadb "
-                "heal-allocations`, then `novadb sync-aggregates` and `novadb placement-audit`",
-                exit_code=130,
-            )
-        aggregates = (
-            sync_aggregates(settings, progress=progress, lock_held=True)
-            if api_exists(settings)
-            else None
-        )
-        if aggregates is not None:
-            step(6, "aggregates", f"{len(aggregates.added)} memberships added")
-        else:
-            step(6, "aggregates", "no API database: skipped")
-        checked = placement_audit(settings, progress=progress)
-        step(7, "audit", "clean" if not checked.findings else f"{len(checked.findings)} findings")
+        providers, inventories = _recreate(step, engine, settings, cloud, pcpu)
+        healed, aggregates, checked = _refill(step, settings, progress, stop)
     return RebuildResult(
-        steps, reasons, saved, providers, inventories, healed, aggregates, checked,
+        step.done, reasons, saved, providers, inventories, healed, aggregates, checked,
         elapsed=time.monotonic() - started,
     )  # fmt: skip
+
+
+def _check_step(
+    step: _Steps, reasons: list[str], *, force: bool, dry_run: bool, path: str
+) -> None:
+    """Step 2: refuse (or, with ``force``, go on) when Placement holds what Nova cannot rebuild."""
+    if reasons and not force:
+        if dry_run:
+            step("check", "would refuse without --force: " + "; ".join(reasons))
+            return
+        raise RebuildRefused(
+            "rebuild-placement refused, Placement holds what Nova cannot rebuild: "
+            + "; ".join(reasons)
+            + f". Nothing was changed (backup: {path}); pass --force to rebuild anyway"
+        )
+    if reasons:
+        step("check", "--force: rebuilding without " + "; ".join(reasons))
+    else:
+        step("check", "nothing Placement holds is beyond what Nova can rebuild")
+
+
+def _dry_run_steps(step: _Steps, settings: Settings, cloud: CloudFacts) -> int:
+    """Steps 3 to 7 as they would go; returns the inventories step 4 would create."""
+    inventories = sum(len(node_inventory(n, settings)) for n in cloud.nodes)
+    step("schema", "would drop Placement's tables and recreate them at head")
+    step("providers", f"would create {len(cloud.nodes)} providers, {inventories} inventories")
+    step("heal", f"would heal up to {len(cloud.instances)} instances")
+    step("aggregates", "would sync host aggregates")
+    step("audit", "would audit the result")
+    return inventories
+
+
+def _recreate(
+    step: _Steps,
+    engine: Engine,
+    settings: Settings,
+    cloud: CloudFacts,
+    pcpu: dict[str, Inventory],
+) -> tuple[int, int]:
+    """Steps 3 and 4: drop and recreate the schema, then one provider per compute node."""
+    drop_placement_tables(engine)
+    sync(settings, "placement")
+    tables = PlacementTables(engine)
+    with engine.begin() as conn:
+        classes = ensure_standard_classes(conn, tables)
+        traits = ensure_standard_traits(conn, tables)
+    step("schema", f"recreated at head; {classes} resource classes, {traits} traits")
+    providers, inventories = _register(engine, tables, settings, cloud.nodes, pcpu)
+    step("providers", f"{providers} providers, {inventories} inventories")
+    return providers, inventories
+
+
+def _refill(
+    step: _Steps, settings: Settings, progress: Progress, stop: threading.Event | None
+) -> tuple[HealResult, AggregatesResult | None, AuditResult]:
+    """Steps 5 to 7 under the rebuild's writer lock: heal, sync aggregates, audit."""
+    healed = heal_allocations(
+        settings, HealOptions(), progress=progress, stop=stop, lock_held=True
+    )
+    step("heal", f"{healed.processed} instances healed, {len(healed.skipped)} skipped, "
+         f"{len(healed.failed)} failed")  # fmt: skip
+    if healed.stopped:
+        raise RebuildStopped(
+            f"rebuild-placement interrupted while healing, after {healed.processed} "
+            "instances; providers and inventories are in place: run `novadb "
+            "heal-allocations`, then `novadb sync-aggregates` and `novadb placement-audit`"
+        )
+    aggregates = (
+        sync_aggregates(settings, progress=progress, lock_held=True)
+        if api_exists(settings)
+        else None
+    )
+    if aggregates is not None:
+        step("aggregates", f"{len(aggregates.added)} memberships added")
+    else:
+        step("aggregates", "no API database: skipped")
+    checked = placement_audit(settings, progress=progress)
+    step("audit", "clean" if not checked.findings else f"{len(checked.findings)} findings")
+    return healed, aggregates, checked
 
 
 def restore(settings: Settings, path: str, *, progress: Progress = ignore) -> RestoreResult:

@@ -25,6 +25,7 @@ import math
 import re
 from typing import Any
 
+from novadb import exit_codes
 from novadb.errors import BadInput, NovaDbError
 
 # os_resource_classes.STANDARDS; Nova ignores any other non-CUSTOM_ class.
@@ -64,7 +65,7 @@ _TRUE = {"1", "t", "true", "on", "y", "yes"}
 class UnsupportedFlavor(NovaDbError):
     """The flavor asks for something heal-allocations cannot rebuild."""
 
-    exit_code = 8
+    exit_code = exit_codes.HEAL_UNSUPPORTED
 
 
 def flavor_from_instance_extra(text: str | None) -> dict[str, Any]:

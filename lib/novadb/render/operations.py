@@ -9,15 +9,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Group
 from rich.padding import Padding
 from rich.text import Text
 
+from novadb import exit_codes
 from novadb.archive.archive import ArchiveResult
 from novadb.archive.purge import PurgeResult
 from novadb.check.check import CheckResult
+from novadb.findings import Finding
 from novadb.online.runner import OnlineResult
 from novadb.progress import Event
 from novadb.render.records import Records
@@ -173,12 +176,18 @@ def purge_text(result: PurgeResult) -> str:
     return "\n".join(lines)
 
 
-def show(console: Console, renderable: Any) -> None:
-    """Print a table (or text) to the console."""
-    console.print(renderable)
-
-
 _SEVERITY_ORDER = {"blocker": 0, "warning": 1, "info": 2}
+
+
+def worst_first(findings: Iterable[Finding]) -> list[Finding]:
+    """Blockers, then warnings, then info; database order within each (a stable sort).
+
+    The CLI prints findings in this order and the charm numbers them in it, so
+    a list cut short keeps what matters most.
+    """
+    return sorted(findings, key=lambda f: _SEVERITY_ORDER[f.severity])
+
+
 _SEVERITY_STYLE = {"blocker": "bold red", "warning": "yellow", "info": "dim"}
 
 
@@ -190,7 +199,7 @@ def check_table(result: CheckResult, options: str = "") -> Group:
     Fix commands carry ``options`` (see :func:`with_options`).
     """
     parts: list[Text | Padding] = []
-    for f in sorted(result.findings, key=lambda f: _SEVERITY_ORDER[f.severity]):
+    for f in worst_first(result.findings):
         head = Text(f"{f.severity.upper():8}", style=_SEVERITY_STYLE[f.severity])
         subject = f" ({f.subject})" if f.subject else ""
         head.append(f" {f.database}: {f.code}{subject}, {f.count}")
@@ -199,7 +208,11 @@ def check_table(result: CheckResult, options: str = "") -> Group:
             Padding(Text(f.summary), (0, 0, 0, 9), expand=False),
             Padding(Text(f"fix: {with_options(f.fix, options)}"), (0, 0, 0, 9), expand=False),
         ]
-    verdict = {0: "nothing will bite", 1: "warnings to clean up", 2: "blockers: fix them first"}
+    verdict = {
+        exit_codes.CHECK_CLEAN: "nothing will bite",
+        exit_codes.CHECK_WARNINGS: "warnings to clean up",
+        exit_codes.CHECK_BLOCKERS: "blockers: fix them first",
+    }
     parts.append(
         Text(
             f"{result.count('blocker')} blockers, {result.count('warning')} warnings, "

@@ -172,7 +172,7 @@ def rebuild_table(result: RebuildResult) -> Group:
     table = Records(
         "rebuild-placement" + (" (dry run)" if result.dry_run else ""),
         ("Step", "Name", "Result"),
-        [(f"{s.number}/7", s.name, s.summary) for s in result.steps],
+        [(s.position, s.name, s.summary) for s in result.steps],
     )
     parts: list[Records | Text | Group] = [table]
     if result.audit is not None and result.audit.findings:

@@ -218,7 +218,7 @@ def _add_child(
 Rows = dict[str, list[dict[str, object]]]
 
 
-def _instance(
+def _instance(  # noqa: PLR0913 - the generator's shared state, passed rather than global
     rng: random.Random,
     spec: CloudSpec,
     ids: _Ids,

@@ -31,17 +31,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from novadb.archive.archive import ArchiveOptions, archive
-from novadb.archive.purge import PurgeOptions, purge
+from novadb.api import operations as api
+from novadb.api.options import OnlineMigrateOptions, RebuildPlacementOptions
+from novadb.archive.archive import ArchiveOptions
+from novadb.archive.purge import PurgeOptions
 from novadb.cells import CELL0_UUID
-from novadb.check.check import check
-from novadb.check.placement import placement_findings
 from novadb.config import Settings, load_settings
 from novadb.connections import engine_for
 from novadb.errors import BadInput
-from novadb.online.runner import online_migrate
-from novadb.placement.audit import placement_audit
-from novadb.placement.rebuild import rebuild_placement
 from novadb.progress import Event, Progress, ignore
 from novadb.sample.cloud import CloudSpec, map_cell, populate
 from novadb.sample.placement import (
@@ -205,28 +202,28 @@ def run_demo(
             as_built = str(keep_as_built(path))
         backup = str(path / "placement-backup.json.gz")
         flow: list[tuple[str, Callable[[], Any]]] = [
-            ("novadb check", lambda: check(settings, progress=progress,
-                                            placement=placement_findings)),
-            ("novadb sync", lambda: sync(settings, progress=progress)),
+            ("novadb check", lambda: api.check(settings, progress=progress)),
+            ("novadb sync", lambda: api.sync(settings, progress=progress)),
             ("novadb online-migrate --all-cells",
-             lambda: online_migrate(settings, all_cells=True, progress=progress)),
+             lambda: api.online_migrate(settings, OnlineMigrateOptions(all_cells=True),
+                                        progress=progress)),
             ("novadb archive --until-complete --all-cells",
-             lambda: archive(settings, ArchiveOptions(until_complete=True, all_cells=True),
-                             progress=progress)),
+             lambda: api.archive(settings, ArchiveOptions(until_complete=True, all_cells=True),
+                                 progress=progress)),
             ("novadb purge --all --all-cells",
-             lambda: purge(settings, PurgeOptions(purge_all=True, all_cells=True),
-                           progress=progress)),
-            ("novadb placement-audit", lambda: placement_audit(settings, progress=progress)),
+             lambda: api.purge(settings, PurgeOptions(purge_all=True, all_cells=True),
+                               progress=progress)),
+            ("novadb placement-audit", lambda: api.placement_audit(settings, progress=progress)),
             (f"novadb rebuild-placement --backup {backup}",
-             lambda: rebuild_placement(settings, backup=backup, progress=progress)),
-            ("novadb check", lambda: check(settings, progress=progress,
-                                            placement=placement_findings)),
+             lambda: api.rebuild_placement(settings, RebuildPlacementOptions(backup=backup),
+                                           progress=progress)),
+            ("novadb check", lambda: api.check(settings, progress=progress)),
         ]  # fmt: skip
         for command, run in flow:
             progress(Event("demo", "step", f"$ {command}"))
             begun = time.monotonic()
             result = run()
-            step = DemoStep(command, result, _exit_code(result), time.monotonic() - begun)
+            step = DemoStep(command, result, result.exit_code, time.monotonic() - begun)
             steps.append(step)
             if on_step is not None:
                 on_step(step)
@@ -234,8 +231,3 @@ def run_demo(
         if not keep and not named:
             shutil.rmtree(path, ignore_errors=True)
     return DemoResult(str(path), keep or named, steps, time.monotonic() - started, as_built)
-
-
-def _exit_code(result: Any) -> int:
-    code = getattr(result, "exit_code", 0)
-    return int(code) if isinstance(code, int) else 0

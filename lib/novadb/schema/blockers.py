@@ -154,4 +154,4 @@ def check_blocker(revision: str) -> None:
         if check is not None:
             finding = check(op.get_bind())
             if finding is not None:
-                raise BlockerFound(finding.describe("this database"), exit_code=1)
+                raise BlockerFound(finding.describe("this database"))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from novadb import exit_codes
 from novadb.config import Settings
 from novadb.connections import engine_for, mask
 from novadb.progress import Event, Progress, ignore
@@ -42,6 +43,11 @@ class NullUuidResult:
     def total(self) -> int:
         """Rows found over every database and table."""
         return sum(sum(d.rows.values()) for d in self.databases)
+
+    @property
+    def exit_code(self) -> int:
+        """1 when rows were found and left (nova-manage's), 0 when none or deleted."""
+        return exit_codes.NULL_UUID_FOUND if self.total and not self.deleted else exit_codes.OK
 
 
 def _null_column(table: sa.Table) -> sa.Column[object] | None:

@@ -17,8 +17,6 @@ from sqlalchemy.engine import Connection
 
 from novadb.errors import ConfigError
 
-ENVIRONMENTS = ("api", "main", "placement")
-
 
 @cache
 def migrations_root() -> Path:

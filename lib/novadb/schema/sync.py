@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.engine import Connection, Engine
 
+from novadb import exit_codes
 from novadb.config import Settings
 from novadb.connections import create_engine, engine_for, mask, parse_url
 from novadb.errors import (
@@ -61,6 +62,11 @@ class SyncResult:
     sql: str | None = None
 
     @property
+    def exit_code(self) -> int:
+        """0: a sync either reaches its target or raises."""
+        return exit_codes.OK
+
+    @property
     def applied(self) -> int:
         """Number of revisions applied over all databases."""
         return sum(len(d.applied) for d in self.databases)
@@ -85,6 +91,11 @@ class VersionResult:
 
     databases: tuple[DatabaseVersion, ...]
 
+    @property
+    def exit_code(self) -> int:
+        """0: reading the revisions either works or raises."""
+        return exit_codes.OK
+
 
 @dataclass
 class _Plan:
@@ -107,8 +118,7 @@ def _inspect(conn: Connection, target: Target) -> tuple[str | None, int | None]:
         if current not in revisions.chain(env):
             raise UnknownRevision(
                 f"{where} is at revision {current}, which novadb does not know "
-                f"(a newer Nova?); upgrade novadb; nothing was changed",
-                exit_code=1,
+                f"(a newer Nova?); upgrade novadb; nothing was changed"
             )
         return current, None
     if "migrate_version" in tables and env in LEGACY_RANGE:
@@ -118,15 +128,13 @@ def _inspect(conn: Connection, target: Target) -> tuple[str | None, int | None]:
             raise SchemaError(
                 f"{where} is a sqlalchemy-migrate database at version {version}; novadb takes "
                 f"over versions {low}-{high} (Train to Wallaby); upgrade it with that "
-                "release's nova-manage first; nothing was changed",
-                exit_code=1,
+                "release's nova-manage first; nothing was changed"
             )
         return None, int(version)
     if tables - {"alembic_version"}:
         raise SchemaError(
             f"{where} has tables but no schema version; it is not a database novadb "
-            "or Nova created; check the URL; nothing was changed",
-            exit_code=1,
+            "or Nova created; check the URL; nothing was changed"
         )
     return None, None
 
@@ -225,9 +233,7 @@ def sync(
                 found: list[Finding] = find_blockers(conn, p.target.environment, checks)
             blockers += [f.describe(f"{p.target.name} ({mask(p.target.url)})") for f in found]
         if blockers:
-            raise BlockerFound(
-                "sync blocked, nothing was migrated: " + "; ".join(blockers), exit_code=1
-            )
+            raise BlockerFound("sync blocked, nothing was migrated: " + "; ".join(blockers))
         results = [_run(p, progress) for p in plans]
     finally:
         _dispose(plans)

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from novadb import exit_codes
 from novadb.connections import mask
 from novadb.errors import BadInput, NovaDbError, SchemaError
 from novadb.locking import database_lock
@@ -112,6 +113,11 @@ class RestoreResult:
     rows: dict[str, int]
     adjusted: dict[str, int]
     elapsed: float
+
+    @property
+    def exit_code(self) -> int:
+        """A restore either finishes verified or raises: it has no partial outcome."""
+        return exit_codes.REBUILD_DONE
 
 
 # -- Backup ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from novadb.connections import mask
+from novadb.connections import allow_zero_ids, mask, restore_sql_mode
 from novadb.errors import BadInput
 from novadb.placement.backup.file import CHUNK_ROWS, Row, encode
 
@@ -146,16 +146,8 @@ class _MySQL(Dialect):
 
     @contextmanager
     def loading(self, conn: Connection) -> Iterator[None]:
-        # NO_AUTO_VALUE_ON_ZERO: resource class VCPU has id 0, which MySQL would
-        # otherwise replace with the next AUTO_INCREMENT value.
         conn.rollback()
-        mode = conn.execute(sa.text("SELECT @@SESSION.sql_mode")).scalar()
-        conn.execute(
-            sa.text(
-                "SET SESSION sql_mode = "
-                "CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'NO_AUTO_VALUE_ON_ZERO')"
-            )
-        )
+        mode = allow_zero_ids(conn)  # VCPU's id 0 stays 0
         conn.execute(sa.text("SET SESSION foreign_key_checks = 0"))
         try:
             yield
@@ -163,7 +155,7 @@ class _MySQL(Dialect):
             try:
                 conn.rollback()
                 conn.execute(sa.text("SET SESSION foreign_key_checks = 1"))
-                conn.execute(sa.text("SET SESSION sql_mode = :mode"), {"mode": mode})
+                restore_sql_mode(conn, mode)
                 conn.rollback()
             except DBAPIError:
                 # Never hand a session without foreign key checks back to the pool.

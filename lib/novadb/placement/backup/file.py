@@ -74,11 +74,6 @@ class BackupTable:
     rows: int
     sha256: str
 
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        """The column names, in the order rows hold their values."""
-        return tuple(name for name, _kind in self.columns)
-
 
 @dataclass(frozen=True)
 class BackupManifest:
