@@ -238,9 +238,10 @@ def test_a_placement_write_between_novadb_read_and_write_is_kept(
         generation = conn.execute(
             sa.select(tables.providers.c.generation).where(tables.providers.c.id == rp_id)
         ).scalar_one()
+        conn.execute(sa.insert(tables.traits).values(name=racer, created_at=utcnow()))
         trait_id = conn.execute(
-            sa.insert(tables.traits).values(name=racer, created_at=utcnow())
-        ).inserted_primary_key[0]
+            sa.select(tables.traits.c.id).where(tables.traits.c.name == racer)
+        ).scalar_one()
         conn.execute(
             sa.insert(tables.provider_traits).values(
                 resource_provider_id=rp_id, trait_id=trait_id, created_at=utcnow()
