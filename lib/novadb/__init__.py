@@ -69,6 +69,7 @@ from novadb.errors import (
     LockLost,
     LockTimeout,
     NovaDbError,
+    PlacementNotConfigured,
     SchemaError,
     UnknownRevision,
 )
@@ -116,6 +117,7 @@ __all__ = [
     "OnlineMigrateOptions",
     "OnlineResult",
     "PlacementAuditOptions",
+    "PlacementNotConfigured",
     "Progress",
     "PurgeOptions",
     "PurgeResult",
