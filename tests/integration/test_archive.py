@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import novadb.archive.archive as archive_module
 import pytest
 import sqlalchemy as sa
 from novadb.archive.archive import ArchiveOptions, ArchiveResult, archive
@@ -940,6 +941,40 @@ def test_batch_size_is_a_parent_budget_and_runs_converge(dbs: Databases, cloud: 
     full = reference.archive(until_complete=True)
     assert_state(cloud.snapshot(), reference.snapshot())
     assert full.total == sum(len(r) for r in simulate(start, graph).moved.values())
+
+
+def test_row_bound_splits_a_heavy_tree_and_ends_in_the_same_state(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of a tree with many rows per parent stay near the row bound, not --batch-size.
+
+    The bound divides by the rows per parent seen so far in the run (the
+    server's statistics before the first batch, if any), so one batch may pass
+    it a little; the end state is the one batches of --batch-size give.
+    """
+    before = cloud.snapshot()
+    graph = cloud.graph()
+    bound = 200  # about ten deleted instances with their children
+    monkeypatch.setattr(archive_module, "DEFAULT_MAX_ROWS", bound)
+    events: list[Event] = []
+    options = ArchiveOptions(until_complete=True, batch_size=20)
+    result = archive(cloud.settings, options, progress=events.append)
+    after = cloud.snapshot()
+
+    moved = check_moves(before, after)
+    assert dangling(after, moved) == []
+    check_api(before, after, moved)
+    plan = simulate(before, graph, batch_size=20)
+    assert_state(after, plan.apply(before))
+    assert result.rows == plan.rows()
+    assert result.complete is True
+    assert result.failures == []
+    batches = [e.data for e in events if e.kind == "batch"]
+    sizes = [b["rows"] for b in batches if b["table"] == "instances"]
+    unbounded = [ids for table, ids in plan.roots if table == "instances"]
+    assert len(sizes) > len(unbounded)
+    assert max(sizes[1:]) <= 2 * bound
+    assert result.batches == len(batches)
 
 
 def test_budget_exhausted_exactly_reports_budget_not_complete(dbs: Databases) -> None:

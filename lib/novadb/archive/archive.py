@@ -40,6 +40,7 @@ from novadb.archive.purge import PurgeOptions, purge
 from novadb.archive.tree_sql import Criteria, Keys, Schema, Tree, would_move
 from novadb.batching import (
     DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_ROWS,
     Adaptation,
     Budget,
     Faults,
@@ -206,6 +207,9 @@ class _CellRun:
         self.failed: set[str] = set()
         self.limits: dict[str, int] = {}
         self.sizes: dict[str, tuple[int, int]] = {}
+        # (rows, root rows) committed per tree: the row bound's measure.
+        self.moved_per_root: dict[str, tuple[int, int]] = {}
+        self.max_rows = DEFAULT_MAX_ROWS
         self.adapted = Adaptation()
         self.faults = Faults(stop, self.adapted, on_retry=self._retried)
         self.held: HeldLock = HeldLock()
@@ -404,15 +408,33 @@ class _CellRun:
         self.progress(Event("archive", "failure", f"{self.result.name}: {table}: {message}"))
 
     def _limit(self, tree: Tree) -> int:
-        """Parent rows per batch: the batch size, lowered to keep under the byte bound."""
-        if tree.root in self.limits:
-            return self.limits[tree.root]
-        limit = self.options.batch_size
-        per_root = self._bytes_per_root(tree)
-        if per_root:
-            limit = max(1, min(limit, self.options.max_bytes // per_root))
-        self.limits[tree.root] = limit
+        """Parent rows per batch: the batch size, lowered to keep under the row and byte bounds.
+
+        The byte bound comes from the server's statistics (and shrinks when a
+        batch turns out bigger, or the server refuses one); the row bound from
+        the rows per parent the tree's batches have moved so far in this run,
+        or the statistics' estimate before the first batch.  ``--batch-size``
+        stays the most parent rows a batch takes.
+        """
+        if tree.root not in self.limits:
+            limit = self.options.batch_size
+            per_root = self._bytes_per_root(tree)
+            if per_root:
+                limit = max(1, min(limit, self.options.max_bytes // per_root))
+            self.limits[tree.root] = limit
+        limit = self.limits[tree.root]
+        rows, roots = self.moved_per_root.get(tree.root, (0, 0))
+        per_root = rows / roots if roots else self._rows_per_root(tree)
+        if per_root > 1:
+            limit = max(1, min(limit, int(self.max_rows / per_root)))
         return limit
+
+    def _rows_per_root(self, tree: Tree) -> float:
+        """Rows of the whole tree per root row, from the server's statistics (MySQL)."""
+        if not self.sizes:
+            return 0.0
+        root_rows = max(self.sizes.get(tree.root, (0, 0))[0], 1)
+        return 1.0 + sum(self.sizes.get(child, (0, 0))[0] / root_rows for child in tree.children)
 
     def _bytes_per_root(self, tree: Tree) -> int:
         if not self.sizes:
@@ -485,6 +507,9 @@ class _CellRun:
              "retries": self.result.retries, "halvings": self.result.halvings,
              "reconnects": self.result.reconnects},
         ))  # fmt: skip
+        if counts.get(tree.root):
+            rows, roots = self.moved_per_root.get(tree.root, (0, 0))
+            self.moved_per_root[tree.root] = (rows + batch_rows, roots + counts[tree.root])
         if self.sizes:
             actual = sum(n * self.sizes.get(t, (0, 0))[1] for t, n in counts.items())
             if actual > self.options.max_bytes:
