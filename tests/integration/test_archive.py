@@ -970,7 +970,7 @@ def test_row_bound_splits_a_heavy_tree_and_ends_in_the_same_state(
     assert result.complete is True
     assert result.failures == []
     batches = [e.data for e in events if e.kind == "batch"]
-    sizes = [b["rows"] for b in batches if b["table"] == "instances"]
+    sizes = [int(str(b["rows"])) for b in batches if b["table"] == "instances"]
     unbounded = [ids for table, ids in plan.roots if table == "instances"]
     assert len(sizes) > len(unbounded)
     assert max(sizes[1:]) <= 2 * bound

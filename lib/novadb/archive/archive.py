@@ -425,7 +425,7 @@ class _CellRun:
         limit = self.limits[tree.root]
         rows, roots = self.moved_per_root.get(tree.root, (0, 0))
         per_root = rows / roots if roots else self._rows_per_root(tree)
-        if per_root > 1:
+        if per_root > 0:
             limit = max(1, min(limit, int(self.max_rows / per_root)))
         return limit
 
