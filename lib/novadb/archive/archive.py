@@ -248,7 +248,8 @@ class _CellRun:
         self.failed.clear()
         self.result.failures.clear()
         with self.engine.connect() as conn:
-            schema = Schema(conn, load_graph(conn))
+            inspector = sa.inspect(conn)
+            schema = Schema(conn, load_graph(conn, inspector), inspector)
             self.sizes = row_sizes(conn, [*schema.graph.tables])
             if self.api_engine is not None:
                 api_meta = sa.MetaData()

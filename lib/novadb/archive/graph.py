@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Inspector
 
 # Nova 34's model tables in its processing order (parents before children),
 # after skipping shadow tables, alembic_version and models.REMOVED_TABLES.
@@ -106,9 +106,15 @@ class Graph:
         return tuple(out)
 
 
-def load_graph(conn: Connection) -> Graph:
-    """Nova's archivable tables (with a shadow twin and a deleted column) in ``conn``."""
-    inspector = sa.inspect(conn)
+def load_graph(conn: Connection, inspector: Inspector | None = None) -> Graph:
+    """Nova's archivable tables (with a shadow twin and a deleted column) in ``conn``.
+
+    Pass the ``inspector`` that reflects the tables next (see
+    :class:`novadb.archive.tree_sql.Schema`): its cache keeps each table's
+    ``SHOW CREATE TABLE`` to one per run.
+    """
+    if inspector is None:
+        inspector = sa.inspect(conn)
     present = set(inspector.get_table_names())
     tables = []
     missing = []

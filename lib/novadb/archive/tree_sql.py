@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Inspector
 from sqlalchemy.sql.elements import ColumnElement
 
 from novadb.archive.graph import Edge, Graph
@@ -72,14 +72,20 @@ class Move:
 class Schema:
     """Reflected live and shadow tables of one cell database, with archive's graph."""
 
-    def __init__(self, conn: Connection, graph: Graph) -> None:
+    def __init__(self, conn: Connection, graph: Graph, inspector: Inspector | None = None) -> None:
         self.graph = graph
+        # One inspector (the one load_graph used, when given) reads each
+        # table's definition once: reflection is most of a run's start-up.
+        if inspector is None:
+            inspector = sa.inspect(conn)
         names = list(graph.tables) + [f"shadow_{t}" for t in graph.tables]
         meta = sa.MetaData()
-        meta.reflect(conn, only=names)
+        for name in names:
+            if name not in meta.tables:
+                inspector.reflect_table(sa.Table(name, meta), None)
         self.live = {t: meta.tables[t] for t in graph.tables}
         self.shadow = {t: meta.tables[f"shadow_{t}"] for t in graph.tables}
-        self.blockers = _blockers(conn, graph)
+        self.blockers = _blockers(inspector, graph)
         # MySQL/MariaDB: reach children through joins to the locked root ids
         # (multi-table DELETE), not through long IN lists of key values.
         self.joins = conn.dialect.name == "mysql"
@@ -94,14 +100,12 @@ class Schema:
         return Tree(self, root, criteria)
 
 
-def _blockers(conn: Connection, graph: Graph) -> dict[str, list[Blocker]]:
+def _blockers(inspector: Inspector, graph: Graph) -> dict[str, list[Blocker]]:
     """Foreign keys into archivable tables from rows archive never moves."""
     movable = {(e.child, e.column, e.parent) for e in graph.edges}
-    inspector = sa.inspect(conn)
+    live = [t for t in inspector.get_table_names() if not t.startswith("shadow_")]
     out: dict[str, list[Blocker]] = {}
-    for (_schema, table), fks in inspector.get_multi_foreign_keys().items():
-        if table.startswith("shadow_"):
-            continue
+    for (_schema, table), fks in inspector.get_multi_foreign_keys(filter_names=live).items():
         for fk in fks:
             parent = fk["referred_table"]
             if parent not in graph.tables or len(fk["constrained_columns"]) != 1:
