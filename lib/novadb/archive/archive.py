@@ -636,7 +636,10 @@ class _CellRun:
         ).all()
         return tree.root_keys(rows)
 
-    def _batch_once(self, tree: Tree, ids: list[int]) -> dict[str, int]:
+    # One batch is one transaction, read top to bottom: lock the roots, expand
+    # the tree, move table by table (each with its own failure handling),
+    # delete the roots.  Splitting it would spread the transaction over helpers.
+    def _batch_once(self, tree: Tree, ids: list[int]) -> dict[str, int]:  # noqa: C901
         counts: dict[str, int] = {}
         with self.engine.connect() as conn, conn.begin():
             if self.sqlite:
