@@ -25,9 +25,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import novadb.archive.archive as archive_module
 import pytest
 import sqlalchemy as sa
+from novadb.archive import archive as archive_module
 from novadb.archive.archive import ArchiveOptions, ArchiveResult, archive
 from novadb.archive.graph import MODEL_EDGES, Edge, Graph, load_graph
 from novadb.cells import CELL0_UUID

@@ -73,11 +73,20 @@ def test_wheel_installs_and_syncs_from_site_packages(tmp_path: Path) -> None:
         assert list((pkg / "migrations" / environment / "versions").glob("*.py")), environment
 
     novadb = venv / "bin" / "novadb"
-    _run([novadb, "sync"], cwd=work, env=env)
+    # SQLite only where a URL names it (no database is created by accident).
+    urls = [
+        f"--{flag}=sqlite:///{work / name}"
+        for flag, name in (
+            ("database", "nova.sqlite"),
+            ("api-database", "nova_api.sqlite"),
+            ("placement-database", "placement.sqlite"),
+        )
+    ]
+    _run([novadb, *urls, "sync"], cwd=work, env=env)
     for name in ("nova.sqlite", "nova_api.sqlite", "placement.sqlite"):
         assert (work / name).is_file(), f"{name} not created in {sorted(os.listdir(work))}"
 
-    result = json.loads(_run([novadb, "--json", "version"], cwd=work, env=env))
+    result = json.loads(_run([novadb, *urls, "--json", "version"], cwd=work, env=env))
     databases = result["databases"]
     assert {db["environment"] for db in databases} >= set(ENVIRONMENTS), databases
     for db in databases:
