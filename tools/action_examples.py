@@ -7,7 +7,8 @@ demo's cloud at 2025.1 (``novadb.sample.demo.build_cloud``: an online migration 
 rows to archive, Placement providers under stale uuids).  The Placement actions
 run on a third cloud, mapped into cells with Placement filled as Nova would
 have left it, then broken: two orphan allocations, three instances' allocations
-lost.  Used to write the README's action examples:  python -m tools.action_examples
+lost.  tools/docs.py writes them into docs/charm.md (``tox -e docs``);
+``python -m tools.action_examples`` prints them.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def _placement_cloud(base: Path) -> Path:
     return write_nova_conf(base / "nova.conf", str(s.main), str(s.api), str(s.placement))
 
 
-def main() -> None:
+def main() -> Path:
+    """Print every example; returns the temporary directory they ran in."""
     base = Path(tempfile.mkdtemp(prefix="novadb-actions-"))
     urls = {n: f"sqlite:///{base}/{n}.sqlite" for n in ("nova", "nova_api", "placement")}
     settings = load_settings(
@@ -140,6 +142,7 @@ def main() -> None:
             k: v.format(base=placement) if isinstance(v, str) else v for k, v in template.items()
         }
         _show(action, params, juju.run(action, params))
+    return base
 
 
 if __name__ == "__main__":
