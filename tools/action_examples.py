@@ -106,8 +106,7 @@ def _placement_cloud(base: Path) -> Path:
     return write_nova_conf(base / "nova.conf", str(s.main), str(s.api), str(s.placement))
 
 
-def main() -> Path:
-    """Print every example; returns the temporary directory they ran in."""
+def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="novadb-actions-"))
     urls = {n: f"sqlite:///{base}/{n}.sqlite" for n in ("nova", "nova_api", "placement")}
     settings = load_settings(
@@ -142,7 +141,6 @@ def main() -> Path:
             k: v.format(base=placement) if isinstance(v, str) else v for k, v in template.items()
         }
         _show(action, params, juju.run(action, params))
-    return base
 
 
 if __name__ == "__main__":
