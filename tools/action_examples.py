@@ -7,7 +7,8 @@ demo's cloud at 2025.1 (``novadb.sample.demo.build_cloud``: an online migration 
 rows to archive, Placement providers under stale uuids).  The Placement actions
 run on a third cloud, mapped into cells with Placement filled as Nova would
 have left it, then broken: two orphan allocations, three instances' allocations
-lost.  Used to write the README's action examples:  python -m tools.action_examples
+lost.  tools/docs.py writes them into docs/charm.md (``tox -e docs``);
+``python -m tools.action_examples`` prints them.
 """
 
 from __future__ import annotations

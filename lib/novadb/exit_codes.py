@@ -6,7 +6,8 @@ code and never re-derive it.  Where an operation mirrors nova-manage or
 placement-manage, the number is theirs (an automation written for
 nova-manage keeps working), which is why the same number means different
 things per operation.  ``TABLE`` lists every (operation, code) pair with
-its meaning; README's "Exit codes" table must list the same pairs
+its meaning; tools/docs.py writes it into docs/operations.md, whose
+hand-written "Exit codes" table ("In detail") must list the same pairs
 (tests/unit/test_exit_codes.py compares them).
 
 The codes of every operation:

@@ -2,7 +2,7 @@
 
 Each benchmark measures novadb and a baseline in the same run (this machine is
 shared and noisy, so only ratios within one run mean anything) and prints one
-row of the README's results table.  MariaDB comes from NOVADB_TEST_MYSQL_URL
+row of the results table in docs/benchmarks.md.  MariaDB comes from NOVADB_TEST_MYSQL_URL
 (default ``mysql+pymysql://root@127.0.0.1:3306/``).
 """
 

@@ -3,7 +3,7 @@
 - Juju validates each action's params with a JSON Schema *draft 4* validator,
   the params wrapped in an object schema; a draft-6 keyword (numeric
   ``exclusiveMinimum``) makes it refuse the charm at deploy time.
-- The README's ``juju run`` examples must pass that validation too.
+- The ``juju run`` examples of README.md and docs/charm.md must pass that validation too.
 - COU reads ``openstack-origin``, ``action-managed-upgrade`` and
   ``enable-auto-restarts``, and maps the workload version to a release with
   the ranges of its lookup table.
@@ -106,9 +106,12 @@ JujuArgLoader.yaml_implicit_resolvers = {
 }
 
 
-def readme_examples() -> list[tuple[str, dict[str, Any]]]:
-    """Every ``juju run <unit> <action> key=value ...`` in README.md, values read as YAML."""
-    text = (ROOT / "README.md").read_text()
+def documented_examples() -> list[tuple[str, dict[str, Any]]]:
+    """Every ``juju run <unit> <action> key=value ...`` in README.md and docs/charm.md.
+
+    Values are read as YAML, as Juju's CLI reads them.
+    """
+    text = (ROOT / "README.md").read_text() + (ROOT / "docs" / "charm.md").read_text()
     found = []
     for line in re.findall(r"^\$? ?juju run \S+ .*$", text, re.M):
         words = line.lstrip("$ ").split()[3:]
@@ -122,11 +125,11 @@ def readme_examples() -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
-def test_readme_examples_pass_jujus_validation() -> None:
-    examples = readme_examples()
+def test_documented_examples_pass_jujus_validation() -> None:
+    examples = documented_examples()
     assert len(examples) >= 15
     for action, params in examples:
-        assert action in ACTIONS, f"README runs an action the charm lacks: {action}"
+        assert action in ACTIONS, f"the docs run an action the charm lacks: {action}"
         jsonschema.Draft4Validator(juju_schema(action, ACTIONS[action])).validate(params)
 
 

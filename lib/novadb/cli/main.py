@@ -5,7 +5,7 @@ Global options come before the operation::
     novadb [--config-file F]... [--config-dir D] [--database URL]
            [--api-database URL] [--placement-database URL] [--json] OPERATION ...
 
-Errors are one line on stderr and a documented exit code (see README).  With
+Errors are one line on stderr and a documented exit code (see docs/operations.md).  With
 ``--json`` stdout carries only the result object.
 """
 
