@@ -74,7 +74,6 @@ from charm_params import (
     CheckParams,
     HealAllocationsParams,
     NullUuidParams,
-    OnlineMigrateParams,
     PlacementAuditParams,
     PurgeDataParams,
     PurgeParams,
@@ -82,7 +81,6 @@ from charm_params import (
     SyncAggregatesParams,
     SyncParams,
     ThrottledLog,
-    VersionParams,
 )
 from charm_results import (
     Results,
@@ -393,22 +391,19 @@ class NovaCloudControllerCharm(ops.CharmBase):
         self._run(event, work)
 
     def _on_version(self, event: ops.ActionEvent) -> None:
-        params = event.load_params(VersionParams, errors="fail")
+        options = event.load_params(VersionOptions, errors="fail")
 
         def work(_log: ThrottledLog) -> Outcome:
-            options = VersionOptions(database=params.database, local_cell=params.local_cell)
             result = version(self._settings(), options)
             return version_results(result), None
 
         self._run(event, work)
 
     def _on_online_migrate(self, event: ops.ActionEvent) -> None:
-        params = event.load_params(OnlineMigrateParams, errors="fail")
+        options = event.load_params(OnlineMigrateOptions, errors="fail")
         self._refresh = True  # the schema may change: status looks again
 
         def work(log: ThrottledLog) -> Outcome:
-            # The action's params are the library's options, name for name.
-            options = OnlineMigrateOptions(**dataclasses.asdict(params))
             result = online_migrate(self._settings(), options, progress=log)
             # 1 (more to do) is reported as more-to-do; 2, a migration failed, fails.
             failure = (

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import ops
-from novadb.api.options import ONLINE_BATCH_SIZE, Database, MigrationSet
+from novadb.api.options import Database
 from novadb.archive.archive import ArchiveOptions
 from novadb.archive.purge import PurgeOptions
 from novadb.placement.heal import HealOptions
@@ -44,22 +44,9 @@ class SyncParams:
     local_cell: bool = False
 
 
-@dataclass(frozen=True)
-class VersionParams:
-    """Params of the version action."""
-
-    database: Database = "all"
-    local_cell: bool = False
-
-
-@dataclass(frozen=True)
-class OnlineMigrateParams:
-    """Params of the online-migrate action."""
-
-    max_count: int | None = None
-    batch_size: int = ONLINE_BATCH_SIZE
-    database: MigrationSet = "all"
-    all_cells: bool = False
+# The version and online-migrate actions' params are the library's
+# VersionOptions and OnlineMigrateOptions, name for name and default for
+# default: the charm loads those directly (no copy here to drift).
 
 
 @dataclass(frozen=True)

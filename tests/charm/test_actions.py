@@ -29,6 +29,7 @@ import ops
 import pytest
 import sqlalchemy as sa
 import yaml
+from novadb.api.options import OnlineMigrateOptions, VersionOptions
 from novadb.archive.archive import ArchiveOptions, archive
 from novadb.config import Settings, load_settings
 from novadb.connections import create_engine
@@ -48,7 +49,6 @@ from charm_params import (
     CheckParams,
     HealAllocationsParams,
     NullUuidParams,
-    OnlineMigrateParams,
     OpenstackUpgradeParams,
     PlacementAuditParams,
     PurgeDataParams,
@@ -56,7 +56,6 @@ from charm_params import (
     RebuildPlacementParams,
     SyncAggregatesParams,
     SyncParams,
-    VersionParams,
 )
 from tests.charm.fake_packages import FakePackages
 
@@ -303,11 +302,11 @@ def test_param_defaults_match_actions_yaml() -> None:
     """Juju fills actions.yaml defaults in; Scenario and the dataclasses must agree with them."""
     classes = {
         "sync": SyncParams,
-        "version": VersionParams,
+        "version": VersionOptions,
         "archive": ArchiveParams,
         "purge": PurgeParams,
         "null-instance-uuid-scan": NullUuidParams,
-        "online-migrate": OnlineMigrateParams,
+        "online-migrate": OnlineMigrateOptions,
         "check": CheckParams,
         "placement-audit": PlacementAuditParams,
         "heal-allocations": HealAllocationsParams,

@@ -36,8 +36,8 @@ ACTIONS: dict[str, Any] = yaml.safe_load((ROOT / "actions.yaml").read_text())
 # action -> (its options class, the charm's params class, param -> option renames)
 OPTIONS: dict[str, tuple[type, type, dict[str, str]]] = {
     "sync": (SyncOptions, charm_params.SyncParams, {}),
-    "version": (VersionOptions, charm_params.VersionParams, {}),
-    "online-migrate": (OnlineMigrateOptions, charm_params.OnlineMigrateParams, {}),
+    "version": (VersionOptions, VersionOptions, {}),  # the charm loads the options
+    "online-migrate": (OnlineMigrateOptions, OnlineMigrateOptions, {}),
     "archive": (ArchiveOptions, charm_params.ArchiveParams, {}),
     "purge": (PurgeOptions, charm_params.PurgeParams, {"all": "purge_all"}),
     "null-instance-uuid-scan": (NullUuidScanOptions, charm_params.NullUuidParams, {}),
