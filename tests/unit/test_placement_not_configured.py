@@ -146,3 +146,26 @@ def test_online_migrate_never_runs_placement_on_the_api_database(classic: Path, 
     error = PlacementNotConfigured if how == "fallback" else BadInput
     with pytest.raises(error):
         online_migrate(settings, database="placement")
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        ["placement-audit"],
+        ["heal-allocations", "--dry-run"],
+        ["sync-aggregates", "--dry-run"],
+        ["rebuild-placement", "--dry-run"],
+    ],
+)
+def test_refused_before_any_database_is_opened(
+    tmp_path: Path, operation: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No connection is needed to know Placement is not configured: Nova's databases are
+    not even opened (here they do not exist), so the answer is 78, not 3."""
+    missing = [
+        f"--database=sqlite:///{tmp_path / 'absent.sqlite'}",
+        f"--api-database=sqlite:///{tmp_path / 'absent_api.sqlite'}",
+    ]
+    assert main([*missing, *operation]) == 78
+    assert capsys.readouterr().err == ONE_LINE
+    assert list(tmp_path.iterdir()) == []

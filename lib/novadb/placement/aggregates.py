@@ -126,6 +126,8 @@ def sync_aggregates(
     lock_held: bool = False,
 ) -> AggregatesResult:
     """Add every aggregate host's provider to its Placement aggregate."""
+    # Placement's database first: an unconfigured one is refused before any connection.
+    placement_url = settings.placement_url()
     started = time.monotonic()
     members, mapped, cells = _api_aggregates(settings)
     progress(Event("sync-aggregates", "step", f"{len(members)} aggregates in the API database"))
@@ -153,7 +155,7 @@ def sync_aggregates(
                 node_of[host] = nodes[0]
     wanted = sorted({(a, h) for a, hs in members.items() for h in hs if h in node_of})
     with (
-        engine_for(settings.placement_url()) as engine,
+        engine_for(placement_url) as engine,
         writer_lock(engine, held=lock_held or dry_run),
     ):
         tables = PlacementTables(engine)

@@ -372,12 +372,14 @@ def placement_audit(
     progress: Progress = ignore,
 ) -> AuditResult:
     """Compare every cell's compute nodes with Placement; delete orphans if asked."""
+    # Placement's database first: an unconfigured one is refused before any connection.
+    placement_url = settings.placement_url()
     started = time.monotonic()
     cells = cells_for_placement(settings)
     progress(Event("placement-audit", "step", f"reading {len(cells)} cell(s)"))
     facts = read_cloud(cells)
     building = _building(settings)
-    with engine_for(settings.placement_url()) as engine:
+    with engine_for(placement_url) as engine:
         tables = PlacementTables(engine)
         with engine.connect() as conn:
             view = _read_placement(conn, tables)

@@ -631,6 +631,8 @@ def heal_allocations(
     """Heal every cell's instances (or the chosen cell or instance), batch by batch."""
     options = options or HealOptions()
     options.validate()
+    # Placement's database first: an unconfigured one is refused before any connection.
+    placement_url = settings.placement_url()
     if options.instance is not None:
         options = HealOptions(
             max_count=1,
@@ -643,7 +645,7 @@ def heal_allocations(
     cells = _cells(settings, options)
     run = _Run(options, progress, stop=stop)
     with (
-        engine_for(settings.placement_url()) as placement,
+        engine_for(placement_url) as placement,
         writer_lock(placement, held=lock_held or options.dry_run),
     ):
         tables = PlacementTables(placement)
