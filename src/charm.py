@@ -72,13 +72,9 @@ from charm_params import (
     ArchiveParams,
     CharmConfig,
     CheckParams,
-    HealAllocationsParams,
-    NullUuidParams,
-    PlacementAuditParams,
     PurgeDataParams,
     PurgeParams,
     RebuildPlacementParams,
-    SyncAggregatesParams,
     SyncParams,
     ThrottledLog,
 )
@@ -461,10 +457,9 @@ class NovaCloudControllerCharm(ops.CharmBase):
         self._run(event, work)
 
     def _on_null_uuid(self, event: ops.ActionEvent) -> None:
-        params = event.load_params(NullUuidParams, errors="fail")
+        options = event.load_params(NullUuidScanOptions, errors="fail")
 
         def work(log: ThrottledLog) -> Outcome:
-            options = NullUuidScanOptions(delete=params.delete)
             result = null_instance_uuid_scan(self._settings(), options, progress=log)
             return null_uuid_results(result), None
 
@@ -482,10 +477,9 @@ class NovaCloudControllerCharm(ops.CharmBase):
         self._run(event, work)
 
     def _on_placement_audit(self, event: ops.ActionEvent) -> None:
-        params = event.load_params(PlacementAuditParams, errors="fail")
+        options = event.load_params(PlacementAuditOptions, errors="fail")
 
         def work(log: ThrottledLog) -> Outcome:
-            options = PlacementAuditOptions(**dataclasses.asdict(params))
             result = placement_audit(self._settings(), options, progress=log)
             # 0, 3 and 4 report an outcome; an unknown provider (127) raises.
             return audit_results(result), None
@@ -493,11 +487,9 @@ class NovaCloudControllerCharm(ops.CharmBase):
         self._run(event, work)
 
     def _on_heal_allocations(self, event: ops.ActionEvent) -> None:
-        params = event.load_params(HealAllocationsParams, errors="fail")
+        options = event.load_params(HealOptions, errors="fail")
 
         def work(log: ThrottledLog) -> Outcome:
-            # The action's params are the library's options, name for name.
-            options = HealOptions(**dataclasses.asdict(params))
             result = heal_allocations(self._settings(), options, progress=log)
             # 0, 1 and 4 report an outcome; 2, 3 and 8 (an instance not healed) fail.
             failure = heal_failure(result) if result.failed else None
@@ -506,10 +498,9 @@ class NovaCloudControllerCharm(ops.CharmBase):
         self._run(event, work)
 
     def _on_sync_aggregates(self, event: ops.ActionEvent) -> None:
-        params = event.load_params(SyncAggregatesParams, errors="fail")
+        options = event.load_params(SyncAggregatesOptions, errors="fail")
 
         def work(log: ThrottledLog) -> Outcome:
-            options = SyncAggregatesOptions(dry_run=params.dry_run)
             result = sync_aggregates(self._settings(), options, progress=log)
             # 4, 5 and 2 (hosts not resolved) fail; a host with two nodes (1) raises.
             failure = aggregates_failure(result) if result.exit_code else None

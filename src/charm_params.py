@@ -16,7 +16,6 @@ import ops
 from novadb.api.options import Database
 from novadb.archive.archive import ArchiveOptions
 from novadb.archive.purge import PurgeOptions
-from novadb.placement.heal import HealOptions
 from novadb.progress import Event
 
 
@@ -44,9 +43,10 @@ class SyncParams:
     local_cell: bool = False
 
 
-# The version and online-migrate actions' params are the library's
-# VersionOptions and OnlineMigrateOptions, name for name and default for
-# default: the charm loads those directly (no copy here to drift).
+# The version, online-migrate, null-instance-uuid-scan, placement-audit,
+# heal-allocations and sync-aggregates actions' params are the library's
+# options classes, name for name and default for default: the charm loads
+# those directly (no copy here to drift).
 
 
 @dataclass(frozen=True)
@@ -76,44 +76,10 @@ class PurgeParams:
 
 
 @dataclass(frozen=True)
-class NullUuidParams:
-    """Params of the null-instance-uuid-scan action."""
-
-    delete: bool = False
-
-
-@dataclass(frozen=True)
 class CheckParams:
     """Params of the check action."""
 
     no_placement: bool = False
-
-
-@dataclass(frozen=True)
-class PlacementAuditParams:
-    """Params of the placement-audit action."""
-
-    delete: bool = False
-    resource_provider: str | None = None
-
-
-@dataclass(frozen=True)
-class HealAllocationsParams:
-    """Params of the heal-allocations action (the library's HealOptions, name for name)."""
-
-    max_count: int | None = None
-    dry_run: bool = False
-    instance: str | None = None
-    cell: str | None = None
-    force: bool = False
-    batch_size: int = HealOptions.batch_size
-
-
-@dataclass(frozen=True)
-class SyncAggregatesParams:
-    """Params of the sync-aggregates action."""
-
-    dry_run: bool = False
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,17 @@ import ops
 import pytest
 import sqlalchemy as sa
 import yaml
-from novadb.api.options import OnlineMigrateOptions, VersionOptions
+from novadb.api.options import (
+    NullUuidScanOptions,
+    OnlineMigrateOptions,
+    PlacementAuditOptions,
+    SyncAggregatesOptions,
+    VersionOptions,
+)
 from novadb.archive.archive import ArchiveOptions, archive
 from novadb.config import Settings, load_settings
 from novadb.connections import create_engine
+from novadb.placement.heal import HealOptions
 from novadb.sample.cloud import CloudSpec, GeneratedCell, populate
 from novadb.schema import revisions
 from novadb.schema.releases import FIRST_RELEASE, RELEASES, release_index
@@ -47,14 +54,10 @@ from charm_params import (
     ArchiveParams,
     CharmConfig,
     CheckParams,
-    HealAllocationsParams,
-    NullUuidParams,
     OpenstackUpgradeParams,
-    PlacementAuditParams,
     PurgeDataParams,
     PurgeParams,
     RebuildPlacementParams,
-    SyncAggregatesParams,
     SyncParams,
 )
 from tests.charm.fake_packages import FakePackages
@@ -305,12 +308,12 @@ def test_param_defaults_match_actions_yaml() -> None:
         "version": VersionOptions,
         "archive": ArchiveParams,
         "purge": PurgeParams,
-        "null-instance-uuid-scan": NullUuidParams,
+        "null-instance-uuid-scan": NullUuidScanOptions,
         "online-migrate": OnlineMigrateOptions,
         "check": CheckParams,
-        "placement-audit": PlacementAuditParams,
-        "heal-allocations": HealAllocationsParams,
-        "sync-aggregates": SyncAggregatesParams,
+        "placement-audit": PlacementAuditOptions,
+        "heal-allocations": HealOptions,
+        "sync-aggregates": SyncAggregatesOptions,
         "rebuild-placement": RebuildPlacementParams,
         "archive-data": ArchiveDataParams,
         "purge-data": PurgeDataParams,

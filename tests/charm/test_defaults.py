@@ -40,10 +40,10 @@ OPTIONS: dict[str, tuple[type, type, dict[str, str]]] = {
     "online-migrate": (OnlineMigrateOptions, OnlineMigrateOptions, {}),
     "archive": (ArchiveOptions, charm_params.ArchiveParams, {}),
     "purge": (PurgeOptions, charm_params.PurgeParams, {"all": "purge_all"}),
-    "null-instance-uuid-scan": (NullUuidScanOptions, charm_params.NullUuidParams, {}),
-    "placement-audit": (PlacementAuditOptions, charm_params.PlacementAuditParams, {}),
-    "heal-allocations": (HealOptions, charm_params.HealAllocationsParams, {}),
-    "sync-aggregates": (SyncAggregatesOptions, charm_params.SyncAggregatesParams, {}),
+    "null-instance-uuid-scan": (NullUuidScanOptions, NullUuidScanOptions, {}),
+    "placement-audit": (PlacementAuditOptions, PlacementAuditOptions, {}),
+    "heal-allocations": (HealOptions, HealOptions, {}),
+    "sync-aggregates": (SyncAggregatesOptions, SyncAggregatesOptions, {}),
     "rebuild-placement": (RebuildPlacementOptions, charm_params.RebuildPlacementParams, {}),
 }
 
