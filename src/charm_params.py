@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import ops
 from novadb.api.options import Database
-from novadb.archive.archive import ArchiveOptions
+from novadb.archive.archive import DEFAULT_BATCH_SIZE, ArchiveOptions
 from novadb.archive.purge import PurgeOptions
 from novadb.progress import Event
 
@@ -53,7 +53,7 @@ class SyncParams:
 class ArchiveParams:
     """Params of the archive action (the CLI's options)."""
 
-    batch_size: int = ArchiveOptions.batch_size
+    batch_size: int | None = ArchiveOptions.batch_size  # none given: see ArchiveOptions
     until_complete: bool = False
     before: str | None = None
     all_cells: bool = False
@@ -62,6 +62,7 @@ class ArchiveParams:
     purge: bool = False
     max_runtime: float | None = None
     dry_run: bool = False
+    parallel: int = ArchiveOptions.parallel
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class RebuildPlacementParams:
 class ArchiveDataParams:
     """COU's archive-data: batch-size, bounded by max-runtime."""
 
-    batch_size: int = ArchiveOptions.batch_size
+    batch_size: int = DEFAULT_BATCH_SIZE  # COU passes its own; nova-manage's meaning
     max_runtime: float = 3000.0  # COU's action bounds each run; the CLI's has no bound
 
 

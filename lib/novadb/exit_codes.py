@@ -138,7 +138,7 @@ TABLE: tuple[Row, ...] = (
     Row("online-migrate", NOVA_MANAGE_BAD_INPUT, "bad --max-count or --batch-size"),
     Row("archive", ARCHIVE_NOTHING, "nothing was archived"),
     Row("archive", ARCHIVE_MOVED, "rows were archived"),
-    Row("archive", ARCHIVE_BAD_OPTION, "bad --batch-size, --sleep or --max-runtime"),
+    Row("archive", ARCHIVE_BAD_OPTION, "bad --batch-size, --sleep, --max-runtime or --parallel"),
     Row("archive", ARCHIVE_NO_API, "the API database cannot be reached"),
     Row("archive", ARCHIVE_BAD_DATE, "bad --before date"),
     Row("archive", ARCHIVE_TABLE_FAILED, "a table failed"),

@@ -34,7 +34,8 @@ from tests.bench.archive import archive_floor, build_cell, clone
 from tests.bench.run import BASE, databases
 
 _INSERT = re.compile(r"^INSERT INTO (?:\S+\.)?`?shadow_(\w+)`?", re.I)
-_DELETE = re.compile(r"^DELETE (?:`?(\w+)`? )?FROM (?:`?(\w+)`?\.)?`?(\w+)`?", re.I)
+# DELETE t FROM ... (a batch's joined form) or DELETE FROM t; t may be db.t.
+_DELETE = re.compile(r"^DELETE (?:(\S+) FROM|FROM (\S+))", re.I)
 
 
 def kind(statement: str) -> str:
@@ -43,10 +44,10 @@ def kind(statement: str) -> str:
     if m := _INSERT.match(text):
         return f"insert {m.group(1)}"
     if m := _DELETE.match(text):
-        schema, table = m.group(2), m.group(3)
+        table = (m.group(1) or m.group(2)).replace("`", "").split(".")[-1]
         if table in ("instance_mappings", "request_specs", "instance_group_member"):
             return f"api delete {table}"
-        return f"delete {m.group(1) or table}" + (f" ({schema})" if schema else "")
+        return f"delete {table}"
     upper = text.upper()
     if upper.startswith("SELECT") and "FOR UPDATE" in upper:
         return "lock/expand (SELECT ... FOR UPDATE)"
@@ -132,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", help="keep the generated cell under this name and reuse it")
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--floor", action="store_true", help="profile the set-based floor")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=ArchiveOptions.parallel,
+        help="batches in flight (statement times overlap above 1)",
+    )
     args = parser.parse_args(argv)
     with kept(args.keep, 3) as (main_url, api_url, placement_url):
         admin = sa.create_engine(BASE)
@@ -159,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             engine, api_engine = create_engine(cell), create_engine(api)
             profile.attach(engine)
             profile.attach(api_engine)
-            options = ArchiveOptions(until_complete=True, batch_size=args.batch_size)
+            options = ArchiveOptions(
+                until_complete=True, batch_size=args.batch_size, parallel=args.parallel
+            )
             with profile.commits():
                 started = time.perf_counter()
                 if args.floor:

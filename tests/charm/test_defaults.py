@@ -26,6 +26,7 @@ from novadb import (
     SyncOptions,
     VersionOptions,
 )
+from novadb.archive.archive import DEFAULT_BATCH_SIZE
 from novadb.cli.main import build_parser
 
 import charm_params
@@ -99,5 +100,10 @@ def test_the_cli_takes_the_options_defaults(argv: list[str], dest: str, want: ob
 
 def test_the_numbers_themselves() -> None:
     # Written out once, so that a change to a default is a visible decision.
-    assert (ArchiveOptions.batch_size, PurgeOptions.batch_size) == (1000, 200000)
+    # Archive: no batch size means nova-manage's 1000 parent rows, or (until
+    # complete) batches sized by the row and byte bounds; two in flight.
+    assert (ArchiveOptions.batch_size, DEFAULT_BATCH_SIZE, ArchiveOptions.parallel) == (
+        None, 1000, 2,
+    )  # fmt: skip
+    assert PurgeOptions.batch_size == 200000
     assert (OnlineMigrateOptions.batch_size, HealOptions.batch_size) == (50, 1000)

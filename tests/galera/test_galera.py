@@ -151,16 +151,34 @@ def test_sync_replicates_the_schema_to_every_node(galera: Galera) -> None:
 # -- write-set limits ---------------------------------------------------------------------
 
 
-def _archive_under_limit(galera: Galera, setting: str, value: int) -> dict[str, Any]:
+def _archive_under_limit(
+    galera: Galera, setting: str, value: int, *args: str, mid_run: bool = False
+) -> dict[str, Any]:
+    """Archive on node 1 with ``setting`` at ``value``: before the run, or lowered mid-run."""
     cloud = _cloud(galera)
     before = _live_and_shadow(cloud)
+    proc = None
+    if mid_run:
+        # One batch at a time, small enough to commit under the default limits.
+        command = cloud.command(1, "archive", "--until-complete", "--sleep", "0.1", *args)
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)  # fmt: skip
+        _wait_first_batch(cloud, 1, proc, 60)
     for node in NODES:  # GLOBAL, not replicated: the limit is the writing node's
         galera.sql(node, f"SET GLOBAL {setting} = {value}")
+    try:
+        if proc is None:
+            run = cloud.novadb(1, "archive", "--until-complete", *args)
+            returncode, out, err = run.returncode, run.stdout, run.stderr
+        else:
+            out, err = proc.communicate(timeout=120)
+            returncode = proc.returncode
+    finally:
+        for node in NODES:
+            galera.sql(node, f"SET GLOBAL {setting} = DEFAULT")
 
-    run = cloud.novadb(1, "archive", "--until-complete", "--batch-size", "5000")
-
-    assert (run.returncode, run.stderr) == (1, ""), run.stderr
-    result = json.loads(run.stdout)
+    assert (returncode, err) == (1, ""), err
+    result = json.loads(out)
     assert result["complete"] and result["failures"] == [], result
     _exactly_once(cloud, before)
     assert _deleted_left(cloud, 1) == 0
@@ -168,21 +186,32 @@ def _archive_under_limit(galera: Galera, setting: str, value: int) -> dict[str, 
     return result
 
 
-def test_archive_halves_under_wsrep_max_ws_rows(galera: Galera) -> None:
+def test_archive_sizes_its_batches_under_wsrep_max_ws_rows(galera: Galera) -> None:
+    """The limit is read before the first batch: batches fit it, none is refused."""
     result = _archive_under_limit(galera, "wsrep_max_ws_rows", 500)
 
-    # One transaction of 5000 instances would be thousands of rows: it was split,
-    # and the result says so.
-    assert result["halvings"] > 0
-    assert result["batches"] > 1
+    # Each moved row is two changes in the write set: batches of at most 200 rows.
+    assert result["batches"] >= result["total"] // 200 > 1
+    assert result["halvings"] == 0
     assert result["reconnects"] == 0
 
 
-def test_archive_halves_under_wsrep_max_ws_size(galera: Galera) -> None:
+def test_archive_sizes_its_batches_under_wsrep_max_ws_size(galera: Galera) -> None:
     result = _archive_under_limit(galera, "wsrep_max_ws_size", 256 * 1024)
+
+    assert result["batches"] > 1
+    assert result["halvings"] == 0
+
+
+def test_a_limit_lowered_mid_run_halves_the_batches_it_refuses(galera: Galera) -> None:
+    """The run read a larger limit; the server refuses the next batches; they are split."""
+    result = _archive_under_limit(
+        galera, "wsrep_max_ws_rows", 100, "--batch-size", "40", mid_run=True
+    )
 
     assert result["halvings"] > 0
     assert result["batches"] > 1
+    assert result["reconnects"] == 0
 
 
 # -- a writer on another node ------------------------------------------------------------

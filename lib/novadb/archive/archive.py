@@ -24,7 +24,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from novadb import dberrors, exit_codes
 from novadb.archive.drift import create_shadow_fix, describe, shadow_problems
 from novadb.archive.graph import load_graph
+from novadb.archive.joined import Chain, JoinedDelete, Step, fk_index
 from novadb.archive.purge import PurgeOptions, purge
 from novadb.archive.tree_sql import Criteria, Keys, Schema, Tree, would_move
 from novadb.batching import (
@@ -65,6 +67,11 @@ from novadb.locking import DEFAULT_TIMEOUT, HeldLock, database_lock
 from novadb.progress import Event, Progress, ignore
 
 MAX_INT = 2147483647
+MAX_PARALLEL = 8  # batches in flight per cell: each holds a connection and its locks
+DEFAULT_BATCH_SIZE = 1000  # parent rows: nova-manage's --max_rows default
+# An adaptive run sizes a tree's batches so that its backlog makes at least this
+# many batches per batch in flight: enough to keep every connection busy.
+BATCHES_PER_WORKER = 4
 API_TABLES = ("instance_mappings", "request_specs", "instance_group_member")
 LOCK_NAME = "archive"  # shared with purge: the two never run together on one database
 
@@ -73,7 +80,7 @@ LOCK_NAME = "archive"  # shared with purge: the two never run together on one da
 class ArchiveOptions:
     """What to archive and how (the CLI options and action params)."""
 
-    batch_size: int = 1000
+    batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE, or sized by the bounds (below)
     until_complete: bool = False
     before: datetime | None = None
     task_log: bool = False
@@ -85,8 +92,24 @@ class ArchiveOptions:
     max_bytes: int = DEFAULT_MAX_BYTES
     workers: int = 4
     lock_timeout: float = DEFAULT_TIMEOUT
+    parallel: int = 2
 
     before_text: str | None = None
+
+    @property
+    def parents(self) -> int:
+        """Parent rows per batch to start from (and, without until_complete, per run)."""
+        return DEFAULT_BATCH_SIZE if self.batch_size is None else self.batch_size
+
+    @property
+    def adaptive(self) -> bool:
+        """Batches sized by the row and byte bounds, not a count of parents.
+
+        Only a run to completion with no --batch-size: a single run keeps
+        nova-manage's meaning (``--max_rows`` parent rows in all), and a given
+        batch size is the operator's to keep.
+        """
+        return self.until_complete and self.batch_size is None
 
     @classmethod
     def from_text(cls, *, before: str | None = None, **values: Any) -> ArchiveOptions:
@@ -109,9 +132,9 @@ class ArchiveOptions:
 
     def validate(self) -> None:
         """Refuse values nova-manage refuses, with its exit code 2."""
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise BadInput("--batch-size must be a positive integer, e.g. --batch-size 1000")
-        if self.batch_size > MAX_INT:
+        if self.batch_size is not None and self.batch_size > MAX_INT:
             raise BadInput(f"--batch-size must be <= {MAX_INT}")
         if not math.isfinite(self.sleep) or self.sleep < 0:
             raise BadInput("--sleep must be zero or a positive number of seconds")
@@ -123,6 +146,8 @@ class ArchiveOptions:
             raise BadInput("the lock timeout must be zero or a positive number of seconds")
         if self.workers < 1:
             raise BadInput("workers must be at least 1")
+        if not 1 <= self.parallel <= MAX_PARALLEL:
+            raise BadInput(f"--parallel must be between 1 and {MAX_PARALLEL}, e.g. --parallel 1")
 
 
 @dataclass
@@ -226,9 +251,15 @@ class _CellRun:
         # (rows, root rows) committed per tree: the row bound's measure.
         self.moved_per_root: dict[str, tuple[int, int]] = {}
         self.max_rows = DEFAULT_MAX_ROWS
+        self.max_bytes = options.max_bytes
         self.adapted = Adaptation()
         self.faults = Faults(stop, self.adapted, on_retry=self._retried)
         self.held: HeldLock = HeldLock()
+        # Batches in flight, and the engine they run on: chosen by
+        # _inspect_server once the server is known.
+        self.parallel = 1
+        self.batch_engine = engine
+        self._mutex = threading.Lock()  # the counts batches update from their threads
 
     # -- the run -----------------------------------------------------------
     def run(self) -> CellArchive:
@@ -267,6 +298,7 @@ class _CellRun:
             inspector = sa.inspect(conn)
             schema = Schema(conn, load_graph(conn, inspector), inspector)
             self.sizes = row_sizes(conn, [*schema.graph.tables])
+            self._inspect_server(conn)
             if self.api_engine is not None:
                 api_meta = sa.MetaData()
                 with self.api_engine.connect() as aconn:
@@ -278,6 +310,38 @@ class _CellRun:
                 self.result.rows.clear()
                 self._dry_run(conn, schema)
         return schema
+
+    def _inspect_server(self, conn: Connection) -> None:
+        """How batches run on this server (see :func:`batch_mode`), and its write-set bounds."""
+        if conn.dialect.name != "mysql":
+            return
+        self._galera_bounds(conn)
+        log_bin, binlog_format = conn.exec_driver_sql("SELECT @@log_bin, @@binlog_format").one()
+        isolation, self.parallel = batch_mode(bool(int(log_bin or 0)), str(binlog_format),
+                                              self.options)  # fmt: skip
+        if isolation is not None:
+            self.batch_engine = self.engine.execution_options(isolation_level=isolation)
+
+    def _galera_bounds(self, conn: Connection) -> None:
+        """Keep a batch's write set under the cluster's limits (each row moved: two changes)."""
+        names = ("wsrep_on", "wsrep_max_ws_rows", "wsrep_max_ws_size")
+        found = {
+            str(name).lower(): str(value)
+            for name, value in conn.execute(
+                sa.text("SHOW VARIABLES WHERE Variable_name IN :names").bindparams(
+                    sa.bindparam("names", names, expanding=True)
+                )
+            )
+        }
+        if found.get("wsrep_on", "OFF").upper() != "ON":
+            return
+        rows = int(found.get("wsrep_max_ws_rows") or 0)
+        size = int(found.get("wsrep_max_ws_size") or 0)
+        # Half of each, less a margin for the API rows that go in the same batch.
+        if rows > 0:
+            self.max_rows = max(1, min(self.max_rows, rows * 2 // 5))
+        if size > 0:
+            self.max_bytes = max(1, min(self.max_bytes, size * 2 // 5))
 
     def _scalar(self, query: Any) -> Any:
         with self.engine.connect() as conn:
@@ -419,8 +483,9 @@ class _CellRun:
         return moved
 
     def _fail(self, table: str, message: str) -> None:
-        self.failed.add(table)
-        self.result.failures.append(f"{self.result.name}: {table}: {message}")
+        with self._mutex:
+            self.failed.add(table)
+            self.result.failures.append(f"{self.result.name}: {table}: {message}")
         # Reported once, by the caller, as an error; the event is for live logs.
         self.progress(Event("archive", "failure", f"{self.result.name}: {table}: {message}"))
 
@@ -434,10 +499,14 @@ class _CellRun:
         stays the most parent rows a batch takes.
         """
         if tree.root not in self.limits:
-            limit = self.options.batch_size
+            limit = self.options.parents
+            if self.options.adaptive:
+                # As large as the bounds below allow, but small enough that
+                # the backlog keeps every batch in flight busy.
+                limit = max(limit, self._backlog(tree) // (BATCHES_PER_WORKER * self.parallel))
             per_root = self._bytes_per_root(tree)
             if per_root:
-                limit = max(1, min(limit, self.options.max_bytes // per_root))
+                limit = max(1, min(limit, self.max_bytes // per_root))
             self.limits[tree.root] = limit
         limit = self.limits[tree.root]
         rows, roots = self.moved_per_root.get(tree.root, (0, 0))
@@ -445,6 +514,17 @@ class _CellRun:
         if per_root > 0:
             limit = max(1, min(limit, int(self.max_rows / per_root)))
         return limit
+
+    def _backlog(self, tree: Tree) -> int:
+        """Eligible root rows, counted up to what the largest batches would take."""
+        cap = MAX_INT // 4
+        per_root = self._rows_per_root(tree)
+        if per_root > 0:
+            cap = int(self.max_rows / per_root) * BATCHES_PER_WORKER * self.parallel
+        root = tree.schema.live[tree.root]
+        found = sa.select(root.c.id).where(tree.eligible()).limit(cap).subquery()
+        query = sa.select(sa.func.count()).select_from(found)
+        return int(self.faults.call(lambda: self._scalar(query)) or 0)
 
     def _rows_per_root(self, tree: Tree) -> float:
         """Rows of the whole tree per root row, from the server's statistics (MySQL)."""
@@ -468,42 +548,30 @@ class _CellRun:
             return [int(r[0]) for r in conn.execute(tree.candidates(after, limit))]
 
     def _walk(self, tree: Tree) -> int:
-        """Walk ``tree.root`` by primary key, one batch at a time.
+        """Walk ``tree.root`` by primary key, with up to ``self.parallel`` batches in flight.
 
-        (Two batches in flight were tried: on MariaDB they deadlock now and
-        then on the children's secondary indexes and were slower overall.)
+        The next batch's roots are chosen while earlier batches run, and each
+        batch runs on its own connection.  Batches hold disjoint id ranges and
+        their statements read only their own rows (see
+        :mod:`novadb.archive.joined`), so they do not wait for each other; a
+        deadlock that happens anyway is retried and counted like any other.
         """
-        after = 0
-        moved = 0
-        while True:
-            reason = self.stop.reason(progressed=self.result.batches > 0)
-            if reason is not None:
-                self.result.stopped = reason
-                return moved
-            # Never move a batch without the lock: another run may have it now.
-            self.held.verify()
-            limit = self.budget.reserve(self._limit(tree))
-            if limit == 0:
-                self.result.stopped = "budget"
-                return moved
+        walk = _Walk(self, tree)
+        with ThreadPoolExecutor(self.parallel, thread_name_prefix="novadb-archive") as pool:
             try:
-                ids = self.faults.call(lambda a=after, n=limit: self._candidates(tree, a, n))
-            except BaseException:
-                self.budget.refund(limit)
-                raise
-            if not ids:
-                self.budget.refund(limit)
-                return moved
-            after = ids[-1]
-            counts = self._batch(tree, ids)
-            self.budget.refund(limit - (counts or {}).get(tree.root, 0))
-            if counts is None:  # the tree failed; _fail said why
-                return moved
-            moved += sum(v for k, v in counts.items() if not k.startswith("API_DB."))
-            self.stop.sleep(self.options.sleep)
+                walk.run(pool)
+            finally:
+                # A batch already started runs to its end (it is one
+                # transaction) before anything goes up, and is counted.
+                walk.drain()
+        return walk.moved
 
     def _record(self, tree: Tree, counts: dict[str, int]) -> None:
-        """Count one committed transaction, and tell progress."""
+        """Count one committed transaction, and tell progress (from a batch's thread)."""
+        with self._mutex:
+            self._record_locked(tree, counts)
+
+    def _record_locked(self, tree: Tree, counts: dict[str, int]) -> None:
         self._sync_counts()
         self.result.batches += 1
         for table, n in counts.items():
@@ -529,9 +597,9 @@ class _CellRun:
             self.moved_per_root[tree.root] = (rows + batch_rows, roots + counts[tree.root])
         if self.sizes:
             actual = sum(n * self.sizes.get(t, (0, 0))[1] for t, n in counts.items())
-            if actual > self.options.max_bytes:
-                limit = self.limits.get(tree.root, self.options.batch_size)
-                self.limits[tree.root] = max(1, limit * self.options.max_bytes // actual)
+            if actual > self.max_bytes:
+                limit = self.limits.get(tree.root, self.options.parents)
+                self.limits[tree.root] = max(1, limit * self.max_bytes // actual)
 
     # -- one batch ---------------------------------------------------------
     def _batch(self, tree: Tree, ids: list[int]) -> dict[str, int] | None:
@@ -576,8 +644,9 @@ class _CellRun:
 
     def _halves(self, tree: Tree, ids: list[int], why: str) -> dict[str, int] | None:
         half = len(ids) // 2
-        self.limits[tree.root] = max(1, half)
-        self.adapted.halvings += 1
+        with self._mutex:
+            self.limits[tree.root] = max(1, half)
+            self.adapted.halvings += 1
         self.progress(Event(
             "archive", "halving",
             f"{self.result.name}: {tree.root}: batch of {len(ids)} split in two ({why})",
@@ -641,7 +710,7 @@ class _CellRun:
     # delete the roots.  Splitting it would spread the transaction over helpers.
     def _batch_once(self, tree: Tree, ids: list[int]) -> dict[str, int]:  # noqa: C901
         counts: dict[str, int] = {}
-        with self.engine.connect() as conn, conn.begin():
+        with self.batch_engine.connect() as conn, conn.begin():
             if self.sqlite:
                 # Take SQLite's write lock first, so the rows checked below
                 # cannot change before they move.
@@ -650,6 +719,10 @@ class _CellRun:
             if not rows:
                 return counts
             keys = tree.expand(conn, tree.root_keys(rows))
+            if tree.root == "instances" and self.api_inline:
+                # Joined through the batch's instances rows, so before they go.
+                for name, statement in self._api_deletes(tree, keys):
+                    counts[f"API_DB.{name}"] = conn.execute(statement).rowcount
             for move in tree.moves(keys):
                 try:
                     inserted = conn.execute(move.insert).rowcount
@@ -671,15 +744,21 @@ class _CellRun:
                     raise _Mismatch(f"{move.table}: copied {inserted}, deleted {deleted}")
                 if deleted:
                     counts[move.table] = deleted
-            if tree.root == "instances" and self.api_tables:
+            if tree.root == "instances" and self.api_tables and not self.api_inline:
                 uuids = [u for u in keys[("instances", "uuid")] if u is not None]
-                if self.api_inline:
-                    for name, table in self.api_inline.items():
-                        statement = sa.delete(table).where(table.c.instance_uuid.in_(uuids))
-                        counts[f"API_DB.{name}"] = conn.execute(statement).rowcount
-                else:
-                    counts.update(self._delete_api_rows(uuids))
+                counts.update(self._delete_api_rows(uuids))
         return counts
+
+    def _api_deletes(self, tree: Tree, keys: Keys) -> list[tuple[str, JoinedDelete]]:
+        """DELETEs of the batch's API rows, joined from its instances (MySQL, same server)."""
+        instances = tree.schema.live["instances"]
+        ids = tuple(keys[("instances", "id")])
+        out = []
+        for name, table in self.api_inline.items():
+            index = fk_index(self.api_tables[name], "instance_uuid")
+            step = Step(table, table.c.instance_uuid == instances.c.uuid, index)
+            out.append((name, JoinedDelete(Chain(instances, (step,), ids))))
+        return out
 
     def _same_server(self, conn: Connection) -> dict[str, sa.TableClause]:
         """The API tables as seen from the cell's connection, when it can write them.
@@ -737,6 +816,97 @@ class _CellRun:
         return out
 
 
+def batch_mode(
+    log_bin: bool, binlog_format: str, options: ArchiveOptions
+) -> tuple[str | None, int]:
+    """A MySQL/MariaDB server's isolation level for batches, and the batches in flight.
+
+    Under REPEATABLE READ, InnoDB locks the gaps around every row a batch
+    reads, and batches side by side deadlock on each other's gaps.  Under
+    READ COMMITTED a batch locks only its own rows; the rows it copies are
+    read with ``FOR UPDATE``, so none can change between the copy and the
+    DELETE, and a row inserted in between makes the counts differ (the batch
+    is redone).  A server that writes a statement-based binary log refuses
+    INSERT...SELECT under READ COMMITTED: there batches stay at the server's
+    level (None), one at a time.  So does a run with ``--sleep``, which asks
+    for a gentle run (a pause after each batch), and a run without
+    ``until_complete`` (its parent-row budget is spent one batch at a time).
+    """
+    if log_bin and binlog_format.upper() == "STATEMENT":
+        return None, 1
+    # A single run spends a budget of parent rows that each batch reserves
+    # and refunds when it ends: one batch at a time spends it exactly.
+    gentle = options.sleep or not options.until_complete
+    return "READ COMMITTED", 1 if gentle else options.parallel
+
+
+class _Walk:
+    """One walk of a tree: choose batches in the caller's thread, run them in a pool."""
+
+    def __init__(self, run: _CellRun, tree: Tree) -> None:
+        self.run_ = run
+        self.tree = tree
+        self.moved = 0
+        self.inflight: deque[tuple[Future[dict[str, int] | None], int]] = deque()
+
+    def run(self, pool: ThreadPoolExecutor) -> None:
+        run, tree = self.run_, self.tree
+        after = 0
+        while True:
+            while self.inflight and (
+                len(self.inflight) >= run.parallel or self.inflight[0][0].done()
+            ):
+                if not self._settle():
+                    return
+            reason = run.stop.reason(progressed=run.result.batches > 0)
+            if reason is not None:
+                run.result.stopped = reason
+                return
+            # Never move a batch without the lock: another run may have it now.
+            run.held.verify()
+            limit = run.budget.reserve(run._limit(tree))
+            if limit == 0:
+                run.result.stopped = "budget"
+                return
+            try:
+                ids = run.faults.call(lambda a=after, n=limit: run._candidates(tree, a, n))
+            except BaseException:
+                run.budget.refund(limit)
+                raise
+            if not ids:
+                run.budget.refund(limit)
+                return
+            after = ids[-1]
+            self.inflight.append((pool.submit(run._batch, tree, ids), limit))
+            if run.options.sleep:
+                # A pause between batches (one in flight then): after this one.
+                while self.inflight:
+                    if not self._settle():
+                        return
+                run.stop.sleep(run.options.sleep)
+
+    def drain(self) -> None:
+        """Wait for every batch in flight; the first error among them goes up."""
+        error: BaseException | None = None
+        while self.inflight:
+            try:
+                self._settle()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the rest
+                error = error or exc
+        if error is not None:
+            raise error
+
+    def _settle(self) -> bool:
+        """Account for the oldest batch in flight; False once its tree failed."""
+        future, limit = self.inflight.popleft()
+        counts = future.result()
+        self.run_.budget.refund(limit - (counts or {}).get(self.tree.root, 0))
+        if counts is None:  # the tree failed; _fail said why
+            return False
+        self.moved += sum(v for k, v in counts.items() if not k.startswith("API_DB."))
+        return True
+
+
 def archive_cell(
     engine: Engine,
     api_engine: Engine | None,
@@ -749,7 +919,7 @@ def archive_cell(
     """Archive one cell database (its API rows in ``api_engine``, when given)."""
     options.validate()
     options = options.resolved()
-    budget = Budget(None if options.until_complete else options.batch_size)
+    budget = Budget(None if options.until_complete else options.parents)
     run = _CellRun(
         engine, api_engine, name, options, progress,
         StopWhen.after(options.max_runtime, stop), budget,
@@ -779,7 +949,7 @@ def archive(
         options = options.resolved()
         cells = cell_targets(settings, api_engine, all_cells=options.all_cells)
         stop_when = StopWhen.after(options.max_runtime, stop)
-        budget = Budget(None if options.until_complete else options.batch_size)
+        budget = Budget(None if options.until_complete else options.parents)
 
         def one(cell: CellTarget, engine: Engine) -> CellArchive:
             return _CellRun(

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection, Inspector
 from sqlalchemy.sql.elements import ColumnElement
 
 from novadb.archive.graph import Edge, Graph
+from novadb.archive.joined import Chain, JoinedDelete, JoinedInsert, Step, fk_index
 
 
 def id_list(ids: Sequence[int]) -> sa.BindParameter[Any]:
@@ -65,8 +66,8 @@ class Move:
     """The statements that move one table's share of a batch."""
 
     table: str
-    insert: sa.Insert
-    delete: sa.Delete
+    insert: sa.Insert | JoinedInsert
+    delete: sa.Delete | JoinedDelete
 
 
 class Schema:
@@ -89,6 +90,13 @@ class Schema:
         # MySQL/MariaDB: reach children through joins to the locked root ids
         # (multi-table DELETE), not through long IN lists of key values.
         self.joins = conn.dialect.name == "mysql"
+        # The index on each foreign key column, to pin the join's plan.
+        self.indexes: dict[tuple[str, str], str] = {}
+        for edge in graph.edges:
+            if edge.child in self.live:
+                index = fk_index(self.live[edge.child], edge.column)
+                if index is not None:
+                    self.indexes[(edge.child, edge.column)] = index
 
     def drift(self, table: str) -> list[str]:
         """Live columns the shadow twin lacks (archive would lose their values)."""
@@ -236,17 +244,21 @@ class Tree:
             current = ups[0].parent
         return out
 
-    def joined(self, table: str, ids: Sequence[int]) -> list[ColumnElement[bool]] | None:
-        """Join conditions from ``table`` up to the root rows ``ids`` (MySQL), or None."""
-        chain = self.path(table) if self.schema.joins else None
-        if chain is None:
+    def chain(self, table: str, ids: Sequence[int]) -> Chain | None:
+        """The join from the root rows ``ids`` down to ``table`` (MySQL), or None."""
+        path = [] if table == self.root else self.path(table)
+        if not self.schema.joins or path is None:
             return None
         live = self.schema.live
-        where: list[ColumnElement[bool]] = [
-            live[e.child].c[e.column] == live[e.parent].c[e.parent_column] for e in chain
-        ]
-        where.append(live[self.root].c.id.in_(id_list(ids)))
-        return where
+        steps = tuple(
+            Step(
+                live[e.child],
+                live[e.child].c[e.column] == live[e.parent].c[e.parent_column],
+                self.schema.indexes.get((e.child, e.column)),
+            )
+            for e in reversed(path)  # the root's child first
+        )
+        return Chain(live[self.root], steps, tuple(ids))
 
     @property
     def all_joined(self) -> bool:
@@ -283,14 +295,17 @@ class Tree:
         ids = keys[(self.root, "id")]
         for name in self.tables:
             live, shadow = self.schema.live[name], self.schema.shadow[name]
-            where = self.joined(name, ids) if name != self.root else None
-            if where is None:
-                where = [self.member(name, keys, self.schema.live)]
             columns = list(live.c.keys())
-            insert = shadow.insert().from_select(
-                columns, sa.select(*(live.c[c] for c in columns)).where(*where)
-            )
-            out.append(Move(name, insert, sa.delete(live).where(*where)))
+            chain = self.chain(name, ids)
+            if chain is not None:
+                out.append(Move(name, JoinedInsert(shadow, columns, chain), JoinedDelete(chain)))
+                continue
+            where = self.member(name, keys, self.schema.live)
+            # A locking read, as JoinedInsert's: under READ COMMITTED the rows
+            # copied are then the rows the DELETE removes.
+            rows = sa.select(*(live.c[c] for c in columns)).where(where).with_for_update()
+            out.append(Move(name, shadow.insert().from_select(columns, rows),
+                            sa.delete(live).where(where)))  # fmt: skip
         return out
 
     def shadow_counts(self, keys: Keys) -> dict[str, sa.Select[Any]]:

@@ -37,7 +37,7 @@ from novadb.api.options import (
     SyncOptions,
     VersionOptions,
 )
-from novadb.archive.archive import ArchiveOptions, ArchiveResult
+from novadb.archive.archive import DEFAULT_BATCH_SIZE, ArchiveOptions, ArchiveResult
 from novadb.archive.purge import PurgeOptions, PurgeResult
 from novadb.check.check import CheckResult
 from novadb.cli import placement as cli_placement
@@ -205,7 +205,8 @@ def _add_archive_commands(add: cli_placement.AddParser) -> None:
         default=ArchiveOptions.batch_size,
         metavar="N",
         help="parent rows per transaction; without --until-complete, the rows of one run "
-        f"(default {ArchiveOptions.batch_size})",
+        f"(default {DEFAULT_BATCH_SIZE}; with --until-complete, batches as large as the "
+        "row and byte bounds allow)",
     )
     p.add_argument(
         "--until-complete", action="store_true", help="repeat until nothing is left to archive"
@@ -230,6 +231,14 @@ def _add_archive_commands(add: cli_placement.AddParser) -> None:
         type=float,
         metavar="SECONDS",
         help="stop cleanly after the batch in progress once this much time has passed",
+    )
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=ArchiveOptions.parallel,
+        metavar="N",
+        help="batches in flight per cell, each on its own connection (MySQL/MariaDB; "
+        f"default {ArchiveOptions.parallel}; 1 with --sleep)",
     )
     p.add_argument("--dry-run", action="store_true", help="count what would move; change nothing")
     p.add_argument("--verbose", action="store_true", help="print nova-manage's per-table table")
@@ -452,6 +461,7 @@ def _cmd_archive(args: argparse.Namespace, out: Output) -> int:
         purge=args.purge,
         max_runtime=args.max_runtime,
         dry_run=args.dry_run,
+        parallel=args.parallel,
     )
     options.validate()
     with stop_on_ctrl_c() as stop:
