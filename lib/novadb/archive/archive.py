@@ -25,6 +25,7 @@ import math
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -337,7 +338,8 @@ class _CellRun:
             return
         rows = int(found.get("wsrep_max_ws_rows") or 0)
         size = int(found.get("wsrep_max_ws_size") or 0)
-        # Half of each, less a margin for the API rows that go in the same batch.
+        # Each moved row is an insert and a delete in the write set: half of
+        # each limit, less a margin for the batch's API rows.
         if rows > 0:
             self.max_rows = max(1, min(self.max_rows, rows * 2 // 5))
         if size > 0:
@@ -557,6 +559,10 @@ class _CellRun:
         deadlock that happens anyway is retried and counted like any other.
         """
         walk = _Walk(self, tree)
+        if self.parallel == 1:
+            # One at a time: in this thread, as every other operation runs.
+            walk.run(_InThisThread())
+            return walk.moved
         with ThreadPoolExecutor(self.parallel, thread_name_prefix="novadb-archive") as pool:
             try:
                 walk.run(pool)
@@ -840,17 +846,28 @@ def batch_mode(
     return "READ COMMITTED", 1 if gentle else options.parallel
 
 
+class _InThisThread:
+    """An executor that runs each batch at once, in the caller's thread."""
+
+    def submit(
+        self, work: Callable[[Tree, list[int]], dict[str, int] | None], tree: Tree, ids: list[int]
+    ) -> Future[dict[str, int] | None]:
+        future: Future[dict[str, int] | None] = Future()
+        future.set_result(work(tree, ids))  # an error goes up from here, as it always did
+        return future
+
+
 class _Walk:
     """One walk of a tree: choose batches in the caller's thread, run them in a pool."""
 
     def __init__(self, run: _CellRun, tree: Tree) -> None:
-        self.run_ = run
+        self.cell = run
         self.tree = tree
         self.moved = 0
         self.inflight: deque[tuple[Future[dict[str, int] | None], int]] = deque()
 
-    def run(self, pool: ThreadPoolExecutor) -> None:
-        run, tree = self.run_, self.tree
+    def run(self, pool: ThreadPoolExecutor | _InThisThread) -> None:
+        run, tree = self.cell, self.tree
         after = 0
         while True:
             while self.inflight and (
@@ -900,7 +917,7 @@ class _Walk:
         """Account for the oldest batch in flight; False once its tree failed."""
         future, limit = self.inflight.popleft()
         counts = future.result()
-        self.run_.budget.refund(limit - (counts or {}).get(self.tree.root, 0))
+        self.cell.budget.refund(limit - (counts or {}).get(self.tree.root, 0))
         if counts is None:  # the tree failed; _fail said why
             return False
         self.moved += sum(v for k, v in counts.items() if not k.startswith("API_DB."))
