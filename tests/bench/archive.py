@@ -58,10 +58,10 @@ started = time.perf_counter()
 if what == "archive":
     options = ArchiveOptions(until_complete=True)
     result = archive_cell(engine, api_engine, options, progress=progress)
-    rows, batches = sum(result.rows.values()), result.batches
+    rows, batches, retries = sum(result.rows.values()), result.batches, result.retries
 else:
     result = purge_cell(engine, PurgeOptions(purge_all=True), progress=progress)
-    rows, batches = sum(result.rows.values()), len(marks)
+    rows, batches, retries = sum(result.rows.values()), len(marks), 0
 elapsed = time.perf_counter() - started
 gaps = sorted(tree_gaps) or sorted(b - a for a, b in zip([started] + marks, marks))
 # Linux's ru_maxrss survives exec: it would report the bench process's own
@@ -71,7 +71,7 @@ try:
         hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 except (OSError, StopIteration):
     hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"elapsed": elapsed, "rows": rows, "batches": batches,
+print(json.dumps({"elapsed": elapsed, "rows": rows, "batches": batches, "retries": retries,
                   "batch_median": gaps[len(gaps) // 2] if gaps else 0.0,
                   "rss_mb": hwm / 1024}))
 """
@@ -84,6 +84,7 @@ class Measure:
     elapsed: float
     rows: int
     batches: int
+    retries: int  # batches run again (conflicts, deadlocks between batches in flight)
     batch_median: float
     rss_mb: float
 
@@ -232,6 +233,7 @@ class ArchiveFigures:
     purge_s: float
     purge_floor_s: float
     shares: tuple[float, ...] = ()  # floor / novadb per repeat: the spread of the median
+    retries: int = 0  # over every repeat
 
 
 def measure(
@@ -242,6 +244,7 @@ def measure(
 ) -> ArchiveFigures:
     """Generate once, then per repeat: clone twice, archive + purge each way."""
     ours, floors, batch, rss, purges, purge_floors = [], [], [], [], [], []
+    retries = 0
     with dbs(3) as (main, api, placement):
         rows = build_cell(main, api, placement, instances, mix)
         for _ in range(repeat):
@@ -254,6 +257,7 @@ def measure(
                 if run.rows != rows:
                     raise AssertionError(f"novadb moved {run.rows} rows, expected {rows}")
                 ours.append(run.elapsed)
+                retries += run.retries
                 batch.append(run.batch_median)
                 rss.append(run.rss_mb)
                 archived = (_counts(cell_a), _counts(api_a))
@@ -275,4 +279,5 @@ def measure(
         statistics.median(purges),
         statistics.median(purge_floors),
         tuple(sorted(f / o for f, o in zip(floors, ours, strict=True))),
+        retries,
     )

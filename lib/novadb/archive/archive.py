@@ -253,6 +253,7 @@ class _CellRun:
         self.moved_per_root: dict[str, tuple[int, int]] = {}
         self.max_rows = DEFAULT_MAX_ROWS
         self.max_bytes = options.max_bytes
+        self.grown: set[str] = set()  # trees an adaptive run has sized from their backlog
         self.adapted = Adaptation()
         self.faults = Faults(stop, self.adapted, on_retry=self._retried)
         self.held: HeldLock = HeldLock()
@@ -498,18 +499,11 @@ class _CellRun:
         batch turns out bigger, or the server refuses one); the row bound from
         the rows per parent the tree's batches have moved so far in this run,
         or the statistics' estimate before the first batch.  ``--batch-size``
-        stays the most parent rows a batch takes.
+        stays the most parent rows a batch takes; without it, a run to
+        completion grows the count once it knows a tree's backlog (:meth:`_grow`).
         """
         if tree.root not in self.limits:
-            limit = self.options.parents
-            if self.options.adaptive:
-                # As large as the bounds below allow, but small enough that
-                # the backlog keeps every batch in flight busy.
-                limit = max(limit, self._backlog(tree) // (BATCHES_PER_WORKER * self.parallel))
-            per_root = self._bytes_per_root(tree)
-            if per_root:
-                limit = max(1, min(limit, self.max_bytes // per_root))
-            self.limits[tree.root] = limit
+            self.limits[tree.root] = self._under_bytes(tree, self.options.parents)
         limit = self.limits[tree.root]
         rows, roots = self.moved_per_root.get(tree.root, (0, 0))
         per_root = rows / roots if roots else self._rows_per_root(tree)
@@ -517,16 +511,38 @@ class _CellRun:
             limit = max(1, min(limit, int(self.max_rows / per_root)))
         return limit
 
-    def _backlog(self, tree: Tree) -> int:
-        """Eligible root rows, counted up to what the largest batches would take."""
+    def _under_bytes(self, tree: Tree, limit: int) -> int:
+        """``limit`` parent rows, fewer if their estimated bytes would pass the byte bound."""
+        per_root = self._bytes_per_root(tree)
+        if per_root:
+            limit = max(1, min(limit, self.max_bytes // per_root))
+        return limit
+
+    def _grow(self, tree: Tree, full: bool) -> None:
+        """Size an adaptive run's batches once a tree's first batch comes back full.
+
+        The backlog is split into BATCHES_PER_WORKER batches per batch in
+        flight (enough to keep every connection busy), each as large as the
+        bounds allow (:meth:`_limit` applies the row bound).  A tree whose
+        first batch is not full fits in it and is never counted: most trees
+        hold a handful of rows, and a count each would cost more than they do.
+        """
+        if not self.options.adaptive or not full or tree.root in self.grown:
+            return
+        self.grown.add(tree.root)
+        split = BATCHES_PER_WORKER * self.parallel
         cap = MAX_INT // 4
         per_root = self._rows_per_root(tree)
         if per_root > 0:
-            cap = int(self.max_rows / per_root) * BATCHES_PER_WORKER * self.parallel
+            cap = int(self.max_rows / per_root) * split
         root = tree.schema.live[tree.root]
         found = sa.select(root.c.id).where(tree.eligible()).limit(cap).subquery()
         query = sa.select(sa.func.count()).select_from(found)
-        return int(self.faults.call(lambda: self._scalar(query)) or 0)
+        backlog = int(self.faults.call(lambda: self._scalar(query)) or 0)
+        target = self._under_bytes(tree, backlog // split)
+        with self._mutex:
+            if target > self.limits.get(tree.root, 0):
+                self.limits[tree.root] = target
 
     def _rows_per_root(self, tree: Tree) -> float:
         """Rows of the whole tree per root row, from the server's statistics (MySQL)."""
@@ -893,6 +909,7 @@ class _Walk:
             if not ids:
                 run.budget.refund(limit)
                 return
+            run._grow(tree, full=len(ids) == limit)
             after = ids[-1]
             self.inflight.append((pool.submit(run._batch, tree, ids), limit))
             if run.options.sleep:

@@ -87,8 +87,8 @@ class Schema:
         self.live = {t: meta.tables[t] for t in graph.tables}
         self.shadow = {t: meta.tables[f"shadow_{t}"] for t in graph.tables}
         self.blockers = _blockers(inspector, graph)
-        # MySQL/MariaDB: reach children through joins to the locked root ids
-        # (multi-table DELETE), not through long IN lists of key values.
+        # MySQL/MariaDB: reach children from the batch's root ids through a
+        # pinned join (novadb.archive.joined), not through IN lists of keys.
         self.joins = conn.dialect.name == "mysql"
         # The index on each foreign key column, to pin the join's plan.
         self.indexes: dict[tuple[str, str], str] = {}
