@@ -21,6 +21,7 @@ the end state is the same as an uninterrupted run's.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -575,11 +576,13 @@ class _CellRun:
         deadlock that happens anyway is retried and counted like any other.
         """
         walk = _Walk(self, tree)
-        if self.parallel == 1:
-            # One at a time: in this thread, as every other operation runs.
-            walk.run(_InThisThread())
-            return walk.moved
-        with ThreadPoolExecutor(self.parallel, thread_name_prefix="novadb-archive") as pool:
+        with contextlib.ExitStack() as stack:
+            pool: ThreadPoolExecutor | _InThisThread = _InThisThread()
+            if self.parallel > 1:
+                pool = stack.enter_context(
+                    ThreadPoolExecutor(self.parallel, thread_name_prefix="novadb-archive")
+                )
+            # (One at a time runs in this thread, as every other operation does.)
             try:
                 walk.run(pool)
             finally:
