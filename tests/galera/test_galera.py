@@ -160,7 +160,7 @@ def _archive_under_limit(
     proc = None
     if mid_run:
         # One batch at a time, small enough to commit under the default limits.
-        command = cloud.command(1, "archive", "--until-complete", "--sleep", "0.1", *args)
+        command = cloud.command(1, "archive", "--until-complete", "--sleep", "0.5", *args)
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)  # fmt: skip
         _wait_first_batch(cloud, 1, proc, 60)
@@ -206,7 +206,7 @@ def test_archive_sizes_its_batches_under_wsrep_max_ws_size(galera: Galera) -> No
 def test_a_limit_lowered_mid_run_halves_the_batches_it_refuses(galera: Galera) -> None:
     """The run read a larger limit; the server refuses the next batches; they are split."""
     result = _archive_under_limit(
-        galera, "wsrep_max_ws_rows", 100, "--batch-size", "40", mid_run=True
+        galera, "wsrep_max_ws_rows", 100, "--batch-size", "20", mid_run=True
     )
 
     assert result["halvings"] > 0
