@@ -898,8 +898,6 @@ class _Walk:
             if reason is not None:
                 run.result.stopped = reason
                 return
-            # Never move a batch without the lock: another run may have it now.
-            run.held.verify()
             limit = run.budget.reserve(run._limit(tree))
             if limit == 0:
                 run.result.stopped = "budget"
@@ -914,6 +912,13 @@ class _Walk:
                 return
             run._grow(tree, full=len(ids) == limit)
             after = ids[-1]
+            # Never move a batch without the lock: another run may have it now.
+            # (Checked here, not before each look for work: most looks find none.)
+            try:
+                run.held.verify()
+            except BaseException:
+                run.budget.refund(limit)
+                raise
             self.inflight.append((pool.submit(run._batch, tree, ids), limit))
             if run.options.sleep:
                 # A pause between batches (one in flight then): after this one.
