@@ -247,6 +247,8 @@ class _CellRun:
         # API tables reachable from the cell's own connection (same MySQL server,
         # and the cell's user may write them): deleted in the batch's transaction.
         self.api_inline: dict[str, sa.TableClause] = {}
+        # How a batch reaches each inline API table from its instances (built once).
+        self.api_steps: dict[str, Step] = {}
         self.failed: set[str] = set()
         self.limits: dict[str, int] = {}
         self.sizes: dict[str, tuple[int, int]] = {}
@@ -308,6 +310,12 @@ class _CellRun:
                     api_meta.reflect(aconn, only=list(API_TABLES))
                 self.api_tables = {t: api_meta.tables[t] for t in API_TABLES}
                 self.api_inline = self._same_server(conn)
+                instances = schema.live.get("instances")
+                self.api_steps = {
+                    name: Step(table, table.c.instance_uuid == instances.c.uuid,
+                               fk_index(self.api_tables[name], "instance_uuid"))
+                    for name, table in self.api_inline.items()
+                } if instances is not None else {}  # fmt: skip
             self._check_shadows(conn, schema)
             if self.options.dry_run:
                 self.result.rows.clear()
@@ -778,12 +786,10 @@ class _CellRun:
         """DELETEs of the batch's API rows, joined from its instances (MySQL, same server)."""
         instances = tree.schema.live["instances"]
         ids = tuple(keys[("instances", "id")])
-        out = []
-        for name, table in self.api_inline.items():
-            index = fk_index(self.api_tables[name], "instance_uuid")
-            step = Step(table, table.c.instance_uuid == instances.c.uuid, index)
-            out.append((name, JoinedDelete(Chain(instances, (step,), ids))))
-        return out
+        return [
+            (name, JoinedDelete(Chain(instances, (step,), ids)))
+            for name, step in self.api_steps.items()
+        ]
 
     def _same_server(self, conn: Connection) -> dict[str, sa.TableClause]:
         """The API tables as seen from the cell's connection, when it can write them.
@@ -904,21 +910,19 @@ class _Walk:
                 return
             try:
                 ids = run.faults.call(lambda a=after, n=limit: run._candidates(tree, a, n))
+                if ids:
+                    run._grow(tree, full=len(ids) == limit)
+                    # Never move a batch without the lock: another run may have
+                    # it now.  (Checked here, not before each look for work:
+                    # most looks find none.)
+                    run.held.verify()
             except BaseException:
                 run.budget.refund(limit)
                 raise
             if not ids:
                 run.budget.refund(limit)
                 return
-            run._grow(tree, full=len(ids) == limit)
             after = ids[-1]
-            # Never move a batch without the lock: another run may have it now.
-            # (Checked here, not before each look for work: most looks find none.)
-            try:
-                run.held.verify()
-            except BaseException:
-                run.budget.refund(limit)
-                raise
             self.inflight.append((pool.submit(run._batch, tree, ids), limit))
             if run.options.sleep:
                 # A pause between batches (one in flight then): after this one.
