@@ -286,6 +286,8 @@ def test_purge_after_archive(deleted: list[str], capsys: pytest.CaptureFixture[s
         (["--batch-size", "2147483648"], "--batch-size must be <= 2147483647"),
         (["--sleep", "-1"], "--sleep must be zero or a positive number of seconds"),
         (["--max-runtime", "0"], "--max-runtime must be a positive number of seconds"),
+        (["--parallel", "0"], "--parallel must be between 1 and 8, e.g. --parallel 1"),
+        (["--parallel", "9"], "--parallel must be between 1 and 8, e.g. --parallel 1"),
     ],
 )
 def test_bad_option_values_exit_2(
